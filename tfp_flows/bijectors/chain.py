@@ -1,0 +1,32 @@
+"""A chain of bijectors that hands one `context` tensor to every conditional member."""
+
+from tensorflow_probability.python.bijectors.chain import _Chain
+
+__all__ = ["FlowChain"]
+
+
+class FlowChain(_Chain):
+    """`tfb.Chain` that passes a `context` keyword to each member with `conditional = True`.
+
+    TFP's `Chain` routes keyword arguments by bijector name
+    (`bijector_kwargs={"coupling_3": {"context": c}}`); a conditional flow wants the same
+    context in every step, so here `forward(x, context=c)` (and
+    `distribution.log_prob(x, bijector_kwargs={"context": c})`) reaches all conditional
+    members. Name-keyed arguments keep working as in `tfb.Chain`.
+    """
+
+    def _member_kwargs(self, bijector, kwargs):
+        member = dict(kwargs.get(bijector.name, {}))
+        if kwargs.get("context") is not None and getattr(bijector, "conditional", False):
+            member.setdefault("context", kwargs["context"])
+        return member
+
+    def _walk_forward(self, step_fn, x, **kwargs):
+        for bijector in reversed(self._bijectors):
+            x = step_fn(bijector, x, **self._member_kwargs(bijector, kwargs))
+        return x
+
+    def _walk_inverse(self, step_fn, y, **kwargs):
+        for bijector in self._bijectors:
+            y = step_fn(bijector, y, **self._member_kwargs(bijector, kwargs))
+        return y

@@ -1,0 +1,6 @@
+"""Flow models users build: the `Flow` base class and the family builders."""
+
+from tfp_flows.models.coupling_flows import NICE, RealNVP
+from tfp_flows.models.flow import Flow
+
+__all__ = ["NICE", "Flow", "RealNVP"]

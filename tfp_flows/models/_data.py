@@ -1,0 +1,89 @@
+"""Checks on data handed to a flow: dtype, shape and finiteness, with clear messages."""
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["check_array", "check_dataset"]
+
+
+def _shape_text(shape):
+    return [None if d is None else int(d) for d in shape]
+
+
+def check_array(value, trailing_shape, dtype, name):
+    """Returns `value` as a tensor of `dtype` after checking it.
+
+    Raises `TypeError` for non-numeric or integer data and `ValueError` for a wrong shape
+    or non-finite entries (checked eagerly; symbolic tensors are only shape-checked).
+    """
+    if isinstance(value, tf.data.Dataset):
+        raise TypeError(f"{name} must be an array or tensor here, got a tf.data.Dataset")
+    if not tf.is_tensor(value):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be an array of floats, got {type(value).__name__}") \
+                from error
+        if value.dtype == object or not np.issubdtype(value.dtype, np.number):
+            raise TypeError(f"{name} must be an array of floats, got dtype {value.dtype}")
+    value_dtype = tf.as_dtype(value.dtype)
+    if not value_dtype.is_floating:
+        raise TypeError(
+            f"{name} must hold floating-point values, got dtype {value_dtype.name}; cast or "
+            "dequantize integer data first")
+    expected = list(trailing_shape)
+    shape = value.shape
+    if (shape.rank if tf.is_tensor(value) else len(shape)) != len(expected) + 1 or any(
+            got is not None and got != want for got, want in zip(list(shape)[1:], expected)):
+        raise ValueError(
+            f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
+            f"{_shape_text(shape)}")
+    if not tf.is_tensor(value) or tf.executing_eagerly():
+        finite = np.isfinite(value) if not tf.is_tensor(value) else tf.math.is_finite(value)
+        if not bool(np.all(finite)):
+            bad = int(np.size(finite) - np.count_nonzero(finite))
+            raise ValueError(f"{name} contains {bad} NaN or Inf value(s)")
+    return tf.cast(value, dtype)
+
+
+def check_dataset(dataset, specs, dtype):
+    """Checks a dataset's element spec and adds a finiteness check to each element.
+
+    `specs` maps element keys (`"x"`, `"context"`) to the expected trailing shape. Elements
+    may be a tensor (`x` only), a `(x, context)` tuple or a dict with those keys; the
+    result yields dicts when a context is expected and plain tensors otherwise.
+    """
+    element = dataset.element_spec
+    names = list(specs)
+    if isinstance(element, tuple):
+        if len(element) != len(names):
+            raise ValueError(
+                f"dataset elements must be {' or '.join(names)}"
+                f" ({len(names)} part(s)), got a tuple of {len(element)}")
+        dataset = dataset.map(lambda *parts: dict(zip(names, parts)))
+    elif not isinstance(element, dict):
+        dataset = dataset.map(lambda x: {names[0]: x})
+    element = dataset.element_spec
+    if set(element) != set(names):
+        raise ValueError(f"dataset elements must have keys {names}, got {sorted(element)}")
+    for key, trailing in specs.items():
+        spec = element[key]
+        if not spec.dtype.is_floating:
+            raise TypeError(
+                f"dataset {key} must hold floating-point values, got dtype {spec.dtype.name}")
+        got = spec.shape.as_list()
+        if len(got) != len(trailing) + 1 or any(
+                g is not None and g != w for g, w in zip(got[1:], trailing)):
+            raise ValueError(
+                f"dataset {key} must be batched with shape [batch, "
+                f"{', '.join(map(str, trailing))}], got {got}")
+
+    def checked(element):
+        out = {
+            key: tf.debugging.assert_all_finite(
+                tf.cast(value, dtype), f"dataset {key} contains NaN or Inf")
+            for key, value in element.items()
+        }
+        return out if len(names) > 1 else out[names[0]]
+
+    return dataset.map(checked)

@@ -1,0 +1,7 @@
+"""Keras 3 layers that compute flow parameters. They own every variable of a flow."""
+
+from tfp_flows.nets.conv_resnet import ConvResNet
+from tfp_flows.nets.mlp import MLP, ResidualMLP
+from tfp_flows.nets.scale import LogScale
+
+__all__ = ["MLP", "ConvResNet", "LogScale", "ResidualMLP"]
