@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from tfp_flows import bijectors, models, nets, training  # noqa: E402
+from tfp_flows import bijectors, models, nets, testing, training  # noqa: E402
 
-__all__ = ["bijectors", "models", "nets", "training", "__version__"]
+__all__ = ["bijectors", "models", "nets", "testing", "training", "__version__"]

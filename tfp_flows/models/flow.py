@@ -19,6 +19,10 @@ __all__ = ["Flow"]
 tfd = tfp.distributions
 
 
+def _accelerator_present():
+    return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
+
+
 class Flow(keras.Model):
     """Base class of every flow model: owns the conditioners, builds the distribution once.
 
@@ -203,10 +207,14 @@ class Flow(keras.Model):
     # -- inference -------------------------------------------------------------------------
 
     def _compiled(self, name, fn, specs):
-        """A cached `tf.function` with batch-polymorphic signature (no retracing)."""
+        """A cached `tf.function` with batch-polymorphic signature (no retracing).
+
+        XLA is used where an accelerator is present; on CPU plain graphs measured faster
+        (docs/benchmarks.md), the same choice Keras makes for `fit` with `jit_compile="auto"`.
+        """
         if name not in self._compiled_functions:
             self._compiled_functions[name] = tf.function(
-                fn, input_signature=specs, jit_compile=True)
+                fn, input_signature=specs, jit_compile=_accelerator_present())
         return self._compiled_functions[name]
 
     def _spec(self, trailing, dtype=None):
