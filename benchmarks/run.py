@@ -61,33 +61,39 @@ def _wrap(fn, mode):
     return tf.function(fn, jit_compile=(mode == "xla"))
 
 
-def bench_case(case, repeats):
-    rows = []
+def bench_mode(case, mode, repeats):
+    """Rates of one flow in one mode: training by `fit`, `log_prob`, sampling."""
     rng = np.random.default_rng(0)
     batch = case["batch"]
     x = rng.normal(size=[batch, *case["event_shape"]]).astype("float32")
+    z = rng.normal(size=x.shape).astype("float32")
+    keras.utils.set_random_seed(0)
+    flow = case["build"]()
+    flow.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=(mode == "eager"),
+                 jit_compile=(mode == "xla"))
+    steps = 5 if mode == "eager" else 20
+    data = np.concatenate([x] * steps)
+
+    def train():
+        return flow.fit(data, batch_size=batch, epochs=1, verbose=0,
+                        shuffle=False).history["loss"][-1]
+
+    log_prob = _wrap(flow.distribution.log_prob, mode)
+    sample = _wrap(flow.bijector.forward, mode)
+    # Fresh tensors each call: TFP's bijector cache would otherwise return the previous
+    # eager result without computing anything.
+    return dict(
+        mode=mode,
+        train_steps_per_s=_rate(train, steps, repeats),
+        log_prob_rows_per_s=_rate(lambda: log_prob(tf.constant(x)), batch, repeats),
+        samples_per_s=_rate(lambda: sample(tf.constant(z)), batch, repeats),
+    )
+
+
+def bench_case(case, repeats):
+    rows = []
     for mode in MODES:
-        keras.utils.set_random_seed(0)
-        flow = case["build"]()
-        flow.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=(mode == "eager"),
-                     jit_compile=(mode == "xla"))
-        steps = 5 if mode == "eager" else 20
-        data = np.concatenate([x] * steps)
-
-        def train():
-            return flow.fit(data, batch_size=batch, epochs=1, verbose=0,
-                            shuffle=False).history["loss"][-1]
-
-        train_rate = _rate(train, steps, repeats)
-        log_prob = _wrap(flow.distribution.log_prob, mode)
-        # Fresh tensors each call: TFP's bijector cache would otherwise return the
-        # previous eager result without computing anything.
-        log_prob_rate = _rate(lambda: log_prob(tf.constant(x)), batch, repeats)
-        sample = _wrap(lambda z: flow.bijector.forward(z), mode)
-        z = rng.normal(size=x.shape).astype("float32")
-        sample_rate = _rate(lambda: sample(tf.constant(z)), batch, repeats)
-        rows.append(dict(mode=mode, train_steps_per_s=train_rate,
-                         log_prob_rows_per_s=log_prob_rate, samples_per_s=sample_rate))
+        rows.append(bench_mode(case, mode, repeats))
         print(json.dumps({"case": case["title"], **rows[-1]}), flush=True)
     return rows
 
