@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
-from tfp_flows import bijectors, models, nets, testing, training  # noqa: E402
+from tfp_flows import bijectors, datasets, models, nets, testing, training  # noqa: E402
 
-__all__ = ["bijectors", "models", "nets", "testing", "training", "__version__"]
+__all__ = [
+    "bijectors", "datasets", "models", "nets", "testing", "training", "__version__",
+]

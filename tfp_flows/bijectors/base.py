@@ -67,7 +67,7 @@ class FlowBijector(tfp.bijectors.Bijector):
         rank = x.shape.rank
         if (rank is None or rank < len(expected) or any(
                 got is not None and got != want
-                for got, want in zip(x.shape[rank - len(expected):], expected))):
+                for got, want in zip(x.shape[rank - len(expected):], expected, strict=False))):
             shape = "unknown rank" if rank is None else x.shape.as_list()
             raise ValueError(
                 f"{self.name} expects inputs with event shape {list(expected)}, got shape {shape}")

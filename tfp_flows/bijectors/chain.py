@@ -1,6 +1,7 @@
 """A chain of bijectors that hands one `context` tensor to every conditional member."""
 
 from tensorflow_probability.python.bijectors.chain import _Chain
+from tensorflow_probability.python.bijectors.invert import _Invert
 
 __all__ = ["FlowChain"]
 
@@ -17,7 +18,10 @@ class FlowChain(_Chain):
 
     def _member_kwargs(self, bijector, kwargs):
         member = dict(kwargs.get(bijector.name, {}))
-        if kwargs.get("context") is not None and getattr(bijector, "conditional", False):
+        # tfb.Invert (built as the private _Invert) passes keyword arguments through to
+        # the bijector it wraps.
+        target = bijector.bijector if isinstance(bijector, _Invert) else bijector
+        if kwargs.get("context") is not None and getattr(target, "conditional", False):
             member.setdefault("context", kwargs["context"])
         return member
 

@@ -10,6 +10,22 @@ __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "MASKS"]
 MASKS = ("half", "checkerboard")
 
 
+def _check_mask(event_shape, mask, parity):
+    """Returns `event_shape` as a list after checking that `mask` and `parity` fit it."""
+    event_shape = check_event_shape(event_shape)
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    if parity not in (0, 1):
+        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+    if mask == "half" and event_shape[-1] < 2:
+        raise ValueError(
+            f"a 'half' mask splits the last axis, which needs size >= 2; got event_shape "
+            f"{event_shape}")
+    if mask == "checkerboard" and len(event_shape) == 1 and event_shape[0] < 2:
+        raise ValueError(f"a checkerboard mask needs at least 2 entries, got {event_shape}")
+    return event_shape
+
+
 class Coupling(FlowBijector):
     """Base class of coupling bijectors: part of the input conditions a transform of the rest.
 
@@ -34,17 +50,7 @@ class Coupling(FlowBijector):
         if not isinstance(conditioner, keras.layers.Layer):
             raise TypeError(
                 f"conditioner must be a keras.layers.Layer, got {type(conditioner).__name__}")
-        event_shape = check_event_shape(event_shape)
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-        if parity not in (0, 1):
-            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
-        if mask == "half" and event_shape[-1] < 2:
-            raise ValueError(
-                f"a 'half' mask splits the last axis, which needs size >= 2; got event_shape "
-                f"{event_shape}")
-        if mask == "checkerboard" and len(event_shape) == 1 and event_shape[0] < 2:
-            raise ValueError(f"a checkerboard mask needs at least 2 entries, got {event_shape}")
+        event_shape = _check_mask(event_shape, mask, parity)
         self.conditioner = conditioner
         self.mask = mask
         self.parity = parity
@@ -55,7 +61,7 @@ class Coupling(FlowBijector):
     @classmethod
     def conditioner_output_size(cls, event_shape, mask="half", parity=0):
         """Size of the conditioner's last output axis for this coupling's parameters."""
-        event_shape = check_event_shape(event_shape)
+        event_shape = _check_mask(event_shape, mask, parity)
         if mask == "checkerboard":
             return cls.num_params * event_shape[-1]
         split = event_shape[-1] // 2
@@ -65,7 +71,7 @@ class Coupling(FlowBijector):
     @classmethod
     def conditioner_input_size(cls, event_shape, mask="half", parity=0):
         """Size of the last axis of what the conditioner sees."""
-        event_shape = check_event_shape(event_shape)
+        event_shape = _check_mask(event_shape, mask, parity)
         if mask == "checkerboard":
             return event_shape[-1]
         split = event_shape[-1] // 2
@@ -92,7 +98,7 @@ class Coupling(FlowBijector):
             context = tf.convert_to_tensor(context)
             context = tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0))
             params = self.conditioner(flat, context=tf.reshape(
-                context, [-1, context.shape[-1]]))
+                context, [-1, tf.shape(context)[-1]]))
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
         params = tf.cast(params, conditioning.dtype)
         params = tf.reshape(params, tf.concat([batch_shape, tf.shape(params)[1:]], axis=0))
@@ -109,7 +115,8 @@ class Coupling(FlowBijector):
         split = self._event_shape_in[-1] // 2
         first, second = x[..., :split], x[..., split:]
         keep, change = (first, second) if self.parity == 0 else (second, first)
-        changed, log_det = self._elementwise(change, self._conditioner_params(keep, context), inverse)
+        changed, log_det = self._elementwise(
+            change, self._conditioner_params(keep, context), inverse)
         parts = [keep, changed] if self.parity == 0 else [changed, keep]
         return tf.concat(parts, axis=-1), tf.reduce_sum(log_det, axis=event_axes)
 

@@ -3,11 +3,23 @@
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_array", "check_dataset"]
+__all__ = ["check_array", "check_dataset", "describe"]
 
 
 def _shape_text(shape):
     return [None if d is None else int(d) for d in shape]
+
+
+def describe(value):
+    """A short description of a received value for error messages: type and shape."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        try:
+            return f"{type(value).__name__} of shape {_shape_text(shape)}"
+        except TypeError:
+            pass
+    text = repr(value)
+    return text if len(text) <= 80 else f"{type(value).__name__} ({text[:60]}...)"
 
 
 def check_array(value, trailing_shape, dtype, name):
@@ -18,6 +30,8 @@ def check_array(value, trailing_shape, dtype, name):
     """
     if isinstance(value, tf.data.Dataset):
         raise TypeError(f"{name} must be an array or tensor here, got a tf.data.Dataset")
+    if value is None:
+        raise TypeError(f"{name} must be an array of floats, got None")
     if not tf.is_tensor(value):
         try:
             value = np.asarray(value)
@@ -34,7 +48,8 @@ def check_array(value, trailing_shape, dtype, name):
     expected = list(trailing_shape)
     shape = value.shape
     if (shape.rank if tf.is_tensor(value) else len(shape)) != len(expected) + 1 or any(
-            got is not None and got != want for got, want in zip(list(shape)[1:], expected)):
+            got is not None and got != want
+            for got, want in zip(list(shape)[1:], expected, strict=False)):
         raise ValueError(
             f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
             f"{_shape_text(shape)}")
@@ -60,7 +75,7 @@ def check_dataset(dataset, specs, dtype):
             raise ValueError(
                 f"dataset elements must be {' or '.join(names)}"
                 f" ({len(names)} part(s)), got a tuple of {len(element)}")
-        dataset = dataset.map(lambda *parts: dict(zip(names, parts)))
+        dataset = dataset.map(lambda *parts: dict(zip(names, parts, strict=True)))
     elif not isinstance(element, dict):
         dataset = dataset.map(lambda x: {names[0]: x})
     element = dataset.element_spec
@@ -73,7 +88,7 @@ def check_dataset(dataset, specs, dtype):
                 f"dataset {key} must hold floating-point values, got dtype {spec.dtype.name}")
         got = spec.shape.as_list()
         if len(got) != len(trailing) + 1 or any(
-                g is not None and g != w for g, w in zip(got[1:], trailing)):
+                g is not None and g != w for g, w in zip(got[1:], trailing, strict=False)):
             raise ValueError(
                 f"dataset {key} must be batched with shape [batch, "
                 f"{', '.join(map(str, trailing))}], got {got}")

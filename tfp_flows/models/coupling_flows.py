@@ -75,7 +75,7 @@ class _CouplingFlow(Flow):
         return {
             **super().get_config(),
             "num_layers": self.num_layers,
-            "hidden_units": self.hidden_units,
+            "hidden_units": list(self.hidden_units),
             "conditioner": self.conditioner,
             "num_blocks": self.num_blocks,
             "hidden_channels": self.hidden_channels,
@@ -136,15 +136,17 @@ class RealNVP(_CouplingFlow):
         event_shape: `[D]` for vectors or `[H, W, C]` for images.
         num_layers: number of couplings.
         hidden_units: MLP widths of each conditioner (vector events).
+        log_scale_bound: bound of the soft-clamped log-scales.
+        **kwargs: the keyword arguments below, and `name`, `dtype` of the Keras model.
+
+    Keyword Args:
         conditioner: `"mlp"` or `"residual"`.
         num_blocks: residual blocks (residual MLP or conv ResNet).
         hidden_channels: conv ResNet width (image events).
         mask: `"half"` (default for vectors) or `"checkerboard"` (default for images).
         permutation: `None`, `"reverse"` or `"random"` between couplings.
-        log_scale_bound: bound of the soft-clamped log-scales.
         context_size: context vector size for a conditional flow.
         seed: seed of the random permutations.
-        **kwargs: `name`, `dtype` of the Keras model.
 
     Example:
         >>> flow = RealNVP([2], num_layers=2, hidden_units=[16])

@@ -11,7 +11,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
-from tfp_flows.models._data import check_array, check_dataset
+from tfp_flows.models._data import check_array, check_dataset, describe
 from tfp_flows.training import BitsPerDim, NaNGuard
 
 __all__ = ["Flow"]
@@ -147,10 +147,14 @@ class Flow(keras.Model):
         x = check_array(x, self.event_shape, self.dtype, name)
         if not self.conditional:
             if context is not None:
-                raise ValueError(f"{name}: this flow is not conditional but got a context")
+                raise ValueError(
+                    f"{name}: this flow is not conditional but got a context, "
+                    f"{describe(context)}")
             return x
         if context is None:
-            raise ValueError(f"{name}: this flow is conditional and needs a context")
+            raise ValueError(
+                f"{name}: this flow is conditional and needs a context of shape "
+                f"[batch, {self.context_size}], got None")
         context = check_array(context, [self.context_size], self.dtype, f"{name} context")
         if context.shape[0] != x.shape[0]:
             raise ValueError(
@@ -163,7 +167,9 @@ class Flow(keras.Model):
                 validation_data, None, "validation_data")
         if self.conditional:
             if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-                raise ValueError("validation_data of a conditional flow must be (x, context)")
+                raise ValueError(
+                    f"validation_data of a conditional flow must be (x, context), got "
+                    f"{describe(validation_data)}")
             return (self._prepare(validation_data[0], validation_data[1], "validation_data"),)
         return (self._prepare(validation_data, None, "validation_data"),)
 
@@ -184,11 +190,14 @@ class Flow(keras.Model):
             callbacks: Keras callbacks; a `NaNGuard` is added.
         """
         if y is not None:
-            raise ValueError("Flow.fit learns from x alone and takes no targets y; "
-                             "pass conditioning data as context=")
+            raise ValueError(f"Flow.fit learns from x alone and takes no targets y, got "
+                             f"y={describe(y)}; pass conditioning data as context=")
         if not self.compiled:
             raise RuntimeError("call compile() before fit()")
         data = self._prepare(x, context, "x")
+        if isinstance(data, tf.data.Dataset):
+            # A dataset is shuffled (or not) by its own pipeline; Keras warns otherwise.
+            kwargs.setdefault("shuffle", False)
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NaNGuard) for c in callbacks):
             callbacks.append(NaNGuard())
@@ -201,7 +210,7 @@ class Flow(keras.Model):
             # fit() evaluating validation data it has already checked.
             return super().evaluate(x, y, **kwargs)
         if y is not None:
-            raise ValueError("Flow.evaluate takes no targets y")
+            raise ValueError(f"Flow.evaluate takes no targets y, got y={describe(y)}")
         return super().evaluate(self._prepare(x, context, "x"), **kwargs)
 
     # -- inference -------------------------------------------------------------------------
@@ -274,23 +283,31 @@ class Flow(keras.Model):
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        if not isinstance(temperature, int | float) or not temperature > 0:
+        if (isinstance(temperature, bool)
+                or not isinstance(temperature, int | float | np.integer | np.floating)
+                or not temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
         seed = tf.constant([seed, 0], tf.int32)
         if self.conditional:
             if context is None:
-                raise ValueError("this flow is conditional: sample() needs a context")
-            context = tf.reshape(check_array(
-                np.atleast_2d(context) if not tf.is_tensor(context) else
-                tf.reshape(context, [-1, self.context_size]),
-                [self.context_size], self.dtype, "context"), [-1, self.context_size])
+                raise ValueError(
+                    f"this flow is conditional: sample() needs a context of shape "
+                    f"[{self.context_size}] or [n, {self.context_size}], got None")
+            if not tf.is_tensor(context):
+                context = np.asarray(context)
+            if len(context.shape) == 1:
+                context = context[None]
+            context = check_array(context, [self.context_size], self.dtype, "context")
             if context.shape[0] not in (1, n):
                 raise ValueError(
                     f"context must have 1 or n={n} rows, got {context.shape[0]}")
         elif context is not None:
-            raise ValueError("this flow is not conditional but got a context")
+            raise ValueError(
+                f"this flow is not conditional but got a context, {describe(context)}")
         specs = [tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int32),
                  tf.TensorSpec([], self.dtype)]
         args = [tf.constant(int(n)), seed, tf.constant(temperature, self.dtype)]
@@ -360,5 +377,5 @@ class Flow(keras.Model):
     # -- config ----------------------------------------------------------------------------
 
     def get_config(self):
-        return {**super().get_config(), "event_shape": self.event_shape,
+        return {**super().get_config(), "event_shape": list(self.event_shape),
                 "context_size": self.context_size}

@@ -1,0 +1,374 @@
+"""The bijector contract: `tfp_flows.testing.check_bijector` over every bijector we ship.
+
+A new bijector is covered by adding one line to `REGISTRY`. The second half checks that the
+kit itself can fail: a kit that passes everything proves nothing.
+"""
+
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows import bijectors, nets
+from tfp_flows.testing import check_bijector, discover_trainable_variables
+
+tfb = tfp.bijectors
+
+VECTOR = [4]
+IMAGE = [4, 4, 2]
+CONTEXT_SIZE = 3
+BATCH = 3
+
+
+def _data(shape, dtype, seed=0):
+    return np.random.default_rng(seed).normal(size=[BATCH, *shape]).astype(dtype)
+
+
+def _context(dtype, seed=1):
+    return np.random.default_rng(seed).normal(size=[BATCH, CONTEXT_SIZE]).astype(dtype)
+
+
+def _conditioner(coupling_class, shape, mask, parity, dtype):
+    """A small, randomly initialised conditioner (zero-init would make the coupling trivial)."""
+    size = coupling_class.conditioner_output_size(shape, mask=mask, parity=parity)
+    if len(shape) == 3:
+        return nets.ConvResNet(4, 1, size, zero_init=False, dtype=dtype)
+    return nets.MLP([8], size, activation="tanh", zero_init=False, dtype=dtype)
+
+
+def _coupling(coupling_class, shape, mask, parity, dtype, conditional=False, name=None):
+    return coupling_class(_conditioner(coupling_class, shape, mask, parity, dtype), shape,
+                          mask=mask, parity=parity, conditional=conditional,
+                          name=name or coupling_class.__name__.lower())
+
+
+def _diagonal_scale(shape, dtype, name="diagonal_scale"):
+    scale = nets.LogScale(shape, dtype=dtype)
+    # A zero log-scale is the identity; a random one exercises the log-det.
+    scale.log_scale.assign(np.random.default_rng(2).normal(0.0, 0.5, size=shape))
+    return bijectors.DiagonalScale(scale, shape, name=name)
+
+
+def coupling_case(coupling_class, shape, mask, parity, conditional=False):
+    def build(dtype):
+        bijector = _coupling(coupling_class, shape, mask, parity, dtype, conditional)
+        return bijector, _data(shape, dtype), _context(dtype) if conditional else None
+    return build
+
+
+def diagonal_scale_case(shape):
+    return lambda dtype: (_diagonal_scale(shape, dtype), _data(shape, dtype), None)
+
+
+def chain_case(conditional):
+    def build(dtype):
+        members = [
+            _coupling(bijectors.AffineCoupling, VECTOR, "half", 0, dtype, conditional, "c0"),
+            bijectors.random_permutation(VECTOR[0], seed=3),
+            _diagonal_scale(VECTOR, dtype),
+            _coupling(bijectors.AdditiveCoupling, VECTOR, "checkerboard", 1, dtype,
+                      conditional, "c1"),
+            bijectors.reverse_permutation(VECTOR[0]),
+        ]
+        if conditional:
+            # An inverted conditional coupling inside the chain gets the context too.
+            members.append(tfb.Invert(_coupling(bijectors.AffineCoupling, VECTOR, "half", 1,
+                                                dtype, conditional, "c2")))
+        chain = bijectors.FlowChain(members, name="chain")
+        return chain, _data(VECTOR, dtype), _context(dtype) if conditional else None
+    return build
+
+
+def image_chain_case(dtype):
+    members = [
+        _coupling(bijectors.AffineCoupling, IMAGE, "checkerboard", 0, dtype, name="c0"),
+        bijectors.reverse_permutation(IMAGE[-1]),
+        _coupling(bijectors.AdditiveCoupling, IMAGE, "half", 1, dtype, name="c1"),
+    ]
+    return bijectors.FlowChain(members, name="image_chain"), _data(IMAGE, dtype), None
+
+
+def invert_case(conditional):
+    def build(dtype):
+        coupling = _coupling(bijectors.AffineCoupling, VECTOR, "half", 1, dtype, conditional)
+        return (tfb.Invert(coupling), _data(VECTOR, dtype),
+                _context(dtype) if conditional else None)
+    return build
+
+
+A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
+
+# name -> (dtype -> (bijector, x [batch, *event], context or None))
+REGISTRY = {
+    "additive_half_p0": coupling_case(N, VECTOR, "half", 0),
+    "additive_half_p1": coupling_case(N, VECTOR, "half", 1),
+    "additive_checkerboard_p0": coupling_case(N, VECTOR, "checkerboard", 0),
+    "additive_checkerboard_p1": coupling_case(N, VECTOR, "checkerboard", 1),
+    "affine_half_p0": coupling_case(A, VECTOR, "half", 0),
+    "affine_half_p1": coupling_case(A, VECTOR, "half", 1),
+    "affine_checkerboard_p0": coupling_case(A, VECTOR, "checkerboard", 0),
+    "affine_checkerboard_p1": coupling_case(A, VECTOR, "checkerboard", 1),
+    "affine_half_odd_size": coupling_case(A, [5], "half", 1),
+    "additive_image_checkerboard_p0": coupling_case(N, IMAGE, "checkerboard", 0),
+    "additive_image_half_p1": coupling_case(N, IMAGE, "half", 1),
+    "affine_image_checkerboard_p1": coupling_case(A, IMAGE, "checkerboard", 1),
+    "affine_image_half_p0": coupling_case(A, IMAGE, "half", 0),
+    "additive_conditional_half": coupling_case(N, VECTOR, "half", 0, conditional=True),
+    "affine_conditional_checkerboard": coupling_case(A, VECTOR, "checkerboard", 1,
+                                                     conditional=True),
+    "affine_conditional_image": coupling_case(A, IMAGE, "checkerboard", 0, conditional=True),
+    "diagonal_scale": diagonal_scale_case(VECTOR),
+    "diagonal_scale_image": diagonal_scale_case(IMAGE),
+    "flow_chain": chain_case(conditional=False),
+    "flow_chain_conditional": chain_case(conditional=True),
+    "flow_chain_image": image_chain_case,
+    "invert_affine": invert_case(conditional=False),
+    "invert_affine_conditional": invert_case(conditional=True),
+}
+
+_SLOW = {"affine_conditional_image", "flow_chain_image"}
+
+
+def _registry_params():
+    for name in REGISTRY:
+        for dtype in ("float32", "float64"):
+            marks = [pytest.mark.slow] if name in _SLOW else []
+            yield pytest.param(name, dtype, id=f"{name}-{dtype}", marks=marks)
+
+
+def test_registry_covers_every_bijector():
+    """Each public bijector class, TFP's Permute and Invert appear in a registry entry."""
+    keras.utils.set_random_seed(0)
+    seen = []
+
+    def visit(bijector):
+        seen.append(bijector)
+        for inner in getattr(bijector, "bijectors", []):
+            visit(inner)
+        if isinstance(getattr(bijector, "bijector", None), tfb.Bijector):  # tfb.Invert
+            visit(bijector.bijector)
+
+    for build in REGISTRY.values():
+        visit(build("float32")[0])
+    public = [getattr(bijectors, name) for name in bijectors.__all__]
+    public = [cls for cls in public if isinstance(cls, type) and issubclass(cls, tfb.Bijector)]
+    required = [cls for cls in public if cls not in (bijectors.FlowBijector, bijectors.Coupling)]
+    # tfb.Invert(...) builds a private `_Invert` (TFP's auto-composite machinery): match names.
+    seen_names = {type(b).__name__.lstrip("_") for b in seen}
+    missing = [cls.__name__ for cls in [*required, tfb.Permute, tfb.Invert]
+               if cls.__name__ not in seen_names]
+    assert not missing, f"bijectors missing from REGISTRY: {missing}"
+
+
+# XLA compilation dominates the run time: float32, the dtype compiled in practice, runs all
+# three modes; float64, where the tolerances are tight, runs eager and tf.function.
+MODES = {"float32": ("eager", "function", "jit"), "float64": ("eager", "function")}
+
+
+@pytest.mark.parametrize("name, dtype", _registry_params())
+def test_bijector_contract(name, dtype):
+    keras.utils.set_random_seed(0)
+    bijector, x, context = REGISTRY[name](dtype)
+    report = check_bijector(bijector, x, context=context, modes=MODES[dtype])
+    expected = {"round trip inverse(forward(x))", "round trip forward(inverse(y))",
+                "autodiff log-det", "fldj == -ildj", "function == eager"}
+    assert expected <= set(report)
+    assert ("jit == eager" in report) == ("jit" in MODES[dtype])
+
+
+# -- the kit on other people's bijectors ---------------------------------------------------
+
+
+def test_kit_on_plain_tfp_bijectors_with_tf_variables():
+    scale = tf.Variable([0.5, 2.0, 1.5], dtype=tf.float64)
+    shift = tf.Variable([0.1, -0.2, 0.3], dtype=tf.float64)
+    bijector = tfb.Chain([tfb.Shift(shift), tfb.Scale(scale)])
+    found = discover_trainable_variables(bijector)
+    assert {id(v) for v in found} == {id(scale), id(shift)}
+    check_bijector(bijector, _data([3], "float64"), modes=("eager", "function"))
+
+
+def test_kit_on_scalar_bijector_with_vector_events():
+    """An elementwise bijector (forward_min_event_ndims=0) checked on a vector event."""
+    check_bijector(tfb.Sinh(), _data([3], "float32"), modes=("eager",))
+
+
+def test_discovery_deduplicates_a_shared_coupling():
+    keras.utils.set_random_seed(0)
+    coupling = _coupling(A, VECTOR, "half", 0, "float32")
+    chain = tfb.Chain([coupling, tfb.Invert(coupling), _diagonal_scale(VECTOR, "float32")])
+    chain.forward(_data(VECTOR, "float32"))
+    found = discover_trainable_variables(chain)
+    expected = [*coupling.conditioner.trainable_weights,
+                *chain.bijectors[2].scale_layer.trainable_weights]
+    assert [id(v) for v in found] == [id(v) for v in expected]
+    assert coupling.trainable_variables == ()  # why the kit walks attributes itself
+
+
+def test_kit_warns_when_the_jacobian_check_is_skipped():
+    keras.utils.set_random_seed(0)
+    bijector = _coupling(N, VECTOR, "half", 0, "float64")
+    with pytest.warns(UserWarning, match=r"event size 4 > max_jacobian_dims=2"):
+        report = check_bijector(bijector, _data(VECTOR, "float64"), max_jacobian_dims=2,
+                                modes=("eager",))
+    assert "autodiff log-det" not in report
+
+
+@pytest.mark.parametrize("bijector, x, kwargs, error, match", [
+    ("not a bijector", np.zeros([2, 4]), {}, TypeError, r"tfp.bijectors.Bijector, got str"),
+    (None, np.zeros([2, 4], "int32"), {}, TypeError, r"float32 or float64, got dtype int32"),
+    (None, np.zeros([4]), {}, ValueError, r"event rank >= 1 .*got shape \(4,\)"),
+    (None, np.zeros([2, 4]), {"modes": ("graph",)}, ValueError,
+     r"modes must be .*got \('graph',\)"),
+])
+def test_kit_rejects_bad_arguments(bijector, x, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        check_bijector(_VectorBijector("vector") if bijector is None else bijector, x,
+                       **kwargs)
+
+
+# -- the kit must fail on wrong bijectors --------------------------------------------------
+
+
+class _VectorBijector(tfb.Bijector):
+    """y = 2 x on vector events; subclasses break one part of the contract."""
+
+    def __init__(self, name):
+        super().__init__(forward_min_event_ndims=1, name=name)
+
+    def _forward(self, x):
+        return 2.0 * x
+
+    def _inverse(self, y):
+        return y / 2.0
+
+    def _forward_log_det_jacobian(self, x):
+        return tf.cast(tf.shape(x)[-1], x.dtype) * math.log(2.0) * tf.ones_like(x[..., 0])
+
+
+class _LogDetOffByConstant(_VectorBijector):
+    def __init__(self):
+        super().__init__("log_det_off")
+
+    def _forward_log_det_jacobian(self, x):
+        return super()._forward_log_det_jacobian(x) + 0.1
+
+
+class _WrongInverse(_VectorBijector):
+    def __init__(self):
+        super().__init__("wrong_inverse")
+
+    def _inverse(self, y):
+        return y / 2.001
+
+
+class _InconsistentInverseLogDet(_VectorBijector):
+    def __init__(self):
+        super().__init__("inconsistent_ildj")
+
+    def _inverse_log_det_jacobian(self, y):
+        # Wrong sign: equals +fldj.
+        return self._forward_log_det_jacobian(y)
+
+
+class _NonFinite(_VectorBijector):
+    def __init__(self):
+        super().__init__("non_finite")
+
+    def _forward(self, x):
+        return tf.math.log(x - 10.0)
+
+    def _inverse(self, y):
+        return tf.exp(y) + 10.0
+
+    def _forward_log_det_jacobian(self, x):
+        return -tf.reduce_sum(tf.math.log(x - 10.0), axis=-1)
+
+
+class _GraphOnlyOffset(_VectorBijector):
+    """Consistent in every mode, but eager and graph results differ."""
+
+    def __init__(self):
+        super().__init__("graph_only_offset")
+
+    def _offset(self):
+        return 0.0 if tf.executing_eagerly() else 0.5
+
+    def _forward(self, x):
+        return 2.0 * x + self._offset()
+
+    def _inverse(self, y):
+        return (y - self._offset()) / 2.0
+
+
+class _NotCompilable(_VectorBijector):
+    def __init__(self):
+        super().__init__("not_compilable")
+
+    def _forward(self, x):
+        return tf.numpy_function(lambda v: 2.0 * v, [x], x.dtype, stateful=False)
+
+
+class _UnusedLayer(_VectorBijector):
+    """Holds a Keras layer whose weights never reach the output."""
+
+    def __init__(self):
+        super().__init__("unused_layer")
+        self.layer = keras.layers.Dense(4, dtype="float64")
+        self.layer.build([None, 4])
+
+
+class _CachedWrongInverse(bijectors.AffineCoupling):
+    """A tfp_flows bijector (greedy cache) whose inverse forgets the scale."""
+
+    def _elementwise(self, x, params, inverse):
+        if inverse:
+            shift, _ = params
+            return x - shift, tf.zeros_like(x)
+        return super()._elementwise(x, params, inverse)
+
+
+class _CachedWrongLogDet(bijectors.AdditiveCoupling):
+    """A tfp_flows bijector whose log-det (served by the greedy cache) is off."""
+
+    def _elementwise(self, x, params, inverse):
+        y, log_det = super()._elementwise(x, params, inverse)
+        return y, log_det + (-0.05 if inverse else 0.05)
+
+
+def _cached_case(cls):
+    def build():
+        keras.utils.set_random_seed(0)
+        return _coupling(cls, VECTOR, "half", 0, "float64")
+    return build
+
+
+BROKEN = [
+    ("log-det off by a constant", _LogDetOffByConstant, r"log-det vs autodiff.*max abs error"),
+    ("wrong inverse", _WrongInverse, r"round trip inverse\(forward\(x\)\) == x failed in "
+                                     r"eager mode: max abs error"),
+    ("ildj with the wrong sign", _InconsistentInverseLogDet,
+     r"forward_log_det_jacobian\(x\) == -inverse_log_det_jacobian"),
+    ("NaN output", _NonFinite, r"finite outputs failed in eager mode: y has \d+ NaN"),
+    ("graph differs from eager", _GraphOnlyOffset,
+     r"agreement with eager mode on y failed in function mode: max abs error 0\.5"),
+    ("no XLA kernel", _NotCompilable, r"failed in jit mode: raised"),
+    ("variable without gradient", _UnusedLayer,
+     r"gradient of the forward NLL failed in eager mode: variable .*kernel gets no gradient"),
+    ("greedy cache, wrong inverse", _cached_case(_CachedWrongInverse),
+     r"round trip inverse\(forward\(x\)\) == x failed"),
+    ("greedy cache, wrong log-det", _cached_case(_CachedWrongLogDet),
+     r"log-det vs autodiff.*failed in eager mode: max abs error 0\.1"),
+]
+
+
+@pytest.mark.parametrize("description, build, match", BROKEN, ids=[b[0] for b in BROKEN])
+def test_kit_fails_on_broken_bijectors(description, build, match):
+    x = _data(VECTOR, "float64")
+    with pytest.raises(AssertionError, match=match) as info:
+        check_bijector(build(), x)
+    assert re.search(r"check_bijector\(\w+\)", str(info.value))
