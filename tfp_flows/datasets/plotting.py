@@ -7,18 +7,21 @@ replaced only by a complete one.
 """
 
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
 __all__ = ["density_grid", "plot_density", "plot_samples"]
 
 
-def _figure(num_axes):
+def _figure(num_axes, bounds):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5 * num_axes, 5), layout="constrained")
+    # Panels keep equal axis scales; size the figure to their aspect ratio.
+    (x_min, x_max), (y_min, y_max) = bounds
+    height = float(np.clip(5.0 * (y_max - y_min) / (x_max - x_min), 2.5, 6.0)) + 0.5
+    figure = Figure(figsize=(5 * num_axes, height), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, num_axes, squeeze=False)[0]
     return figure, list(axes)
@@ -28,8 +31,8 @@ def _save(figure, path):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".plot-", suffix=".png", dir=directory)
-    os.close(handle)
+    # Not mkstemp: its files are private (0600); this one gets the usual permissions.
+    staging = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         figure.savefig(staging, format="png", dpi=100)
         os.replace(staging, path)
@@ -102,7 +105,7 @@ def plot_density(log_prob_fn, data, path, title="learned density", grid_size=200
     data = _check_points("data", data)
     bounds = _bounds(data)
     xs, ys, density = density_grid(log_prob_fn, bounds, grid_size)
-    figure, (left, right) = _figure(2)
+    figure, (left, right) = _figure(2, bounds)
     left.pcolormesh(xs, ys, density, shading="auto", cmap="viridis")
     left.set_title(title)
     shown = data[:max_points]
@@ -134,7 +137,7 @@ def plot_samples(samples, path, data=None, title="samples", max_points=5000):
         data = _check_points("data", data)
         panels.insert(0, (data, "data", "tab:blue"))
     bounds = _bounds(data if data is not None else samples)
-    figure, axes_list = _figure(len(panels))
+    figure, axes_list = _figure(len(panels), bounds)
     for axes, (points, name, color) in zip(axes_list, panels):
         shown = points[:max_points]
         axes.scatter(shown[:, 0], shown[:, 1], s=1, alpha=0.5, color=color)

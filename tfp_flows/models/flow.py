@@ -362,6 +362,10 @@ class Flow(keras.Model):
         staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
         try:
             archive.write_out(staging, verbose=verbose, **kwargs)
+            # mkdtemp makes the directory private (0700); give it the usual permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)
             if os.path.isdir(filepath):
                 old = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
                 os.rename(filepath, os.path.join(old, "model"))

@@ -1,0 +1,288 @@
+"""The `tfp-flows` command: train a flow on a toy 2-D density and write what it learned.
+
+`tfp-flows demo` trains a RealNVP on two moons with tuned defaults; `tfp-flows train`
+exposes the model and its training settings. Both write into `--out`:
+
+- `metrics.json`: train/test negative log-likelihood (nats per example, in the dataset's
+  generated coordinates, see `tfp_flows.datasets.toy`), bits per dimension, wall time,
+  settings and library versions;
+- `density.png` (learned density beside the data) and `samples.png`;
+- `saved_model/`: the flow exported with `Flow.export`.
+
+Outputs are written only after training, each one atomically (temporary file, then
+`os.replace`), so an interrupted run never leaves a half-written file behind;
+`metrics.json` comes last. Its `seconds` is the wall time of the run after start-up
+(data, training, evaluation, plots and export; not the imports).
+
+With the defaults, `tfp-flows demo` takes about a minute on 2 CPU cores and reaches a test
+NLL of about 0.3 nats on two moons (noise 0.05, whose entropy is about 0.26 nats).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+
+__all__ = ["main"]
+
+MODELS = ("realnvp", "nice")
+DEMO_DEFAULTS = {
+    "model": "realnvp",
+    "dataset": "two_moons",
+    "epochs": 60,
+    "num_points": 20000,
+    "batch_size": 256,
+    "learning_rate": 2e-3,
+    "num_layers": 16,
+    "hidden_units": [64, 64],
+    "seed": 0,
+}
+# A run that finishes in seconds, for CI and tests.
+QUICK_SETTINGS = {"epochs": 1, "num_points": 2000, "num_layers": 2, "hidden_units": [16]}
+TEST_FRACTION = 0.2
+NUM_SAMPLES = 5000
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def _num_points(text):
+    value = _positive_int(text)
+    if value < 10:
+        raise argparse.ArgumentTypeError(
+            f"need at least 10 points to split into train and test sets, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_run_arguments(parser, defaults, dataset_choices, notes=None):
+    """Adds the options shared by `demo` and `train`; `None` defaults are filled later."""
+    notes = notes or {}
+
+    def shown(key):
+        if key in notes:
+            return f" (default: {notes[key]})"
+        return f" (default: {defaults[key]})" if defaults.get(key) is not None else ""
+
+    parser.add_argument("--dataset", choices=dataset_choices, default=defaults.get("dataset"),
+                        required="dataset" not in defaults, help="toy 2-D density")
+    parser.add_argument("--epochs", type=_positive_int, default=defaults["epochs"],
+                        help="training epochs" + shown("epochs"))
+    parser.add_argument("--out", default=defaults.get("out"), required="out" not in defaults,
+                        help="output directory, created if needed" + shown("out"))
+    parser.add_argument("--num-points", type=_num_points, default=defaults["num_points"],
+                        help=f"points generated, {TEST_FRACTION:.0%}% held out for testing"
+                             + shown("num_points"))
+    parser.add_argument("--seed", type=_non_negative_int, default=defaults["seed"],
+                        help="seed of the data, the weights and the samples" + shown("seed"))
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                        help="Keras verbosity: 0 silent, 1 progress bar (default), 2 one line "
+                             "per epoch")
+
+
+def build_parser():
+    """Returns the `argparse` parser of the `tfp-flows` command."""
+    from tfp_flows.datasets import TOY_DATASETS
+
+    datasets = sorted(TOY_DATASETS)
+    parser = argparse.ArgumentParser(
+        prog="tfp-flows", description="Normalizing flows for TensorFlow Probability.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="train a RealNVP on a toy density with tuned defaults",
+        description="Train a RealNVP on a toy 2-D density (two moons by default) and write "
+                    "metrics.json, density.png, samples.png and saved_model/ into --out.")
+    _add_run_arguments(demo, {**DEMO_DEFAULTS, "out": "./tfp_flows_demo", "epochs": None,
+                              "num_points": None}, datasets,
+                       notes={key: f"{DEMO_DEFAULTS[key]}, {QUICK_SETTINGS[key]} with --quick"
+                              for key in ("epochs", "num_points")})
+    demo.add_argument("--quick", action="store_true",
+                      help="a tiny run for smoke tests: a small model, trained for "
+                           f"{QUICK_SETTINGS['epochs']} epoch on "
+                           f"{QUICK_SETTINGS['num_points']} points unless --epochs or "
+                           "--num-points say otherwise")
+
+    train = commands.add_parser(
+        "train", help="train a chosen flow on a toy density",
+        description="Train a flow on a toy 2-D density and write metrics.json, "
+                    "density.png, samples.png and saved_model/ into --out.")
+    train.add_argument("--model", choices=MODELS, required=True, help="flow family")
+    defaults = {k: v for k, v in DEMO_DEFAULTS.items() if k != "dataset"}
+    _add_run_arguments(train, defaults, datasets)
+    train.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"],
+                       help="examples per step (default: %(default)s)")
+    train.add_argument("--learning-rate", type=_positive_float,
+                       default=defaults["learning_rate"],
+                       help="peak Adam learning rate, cosine-decayed to 0 "
+                            "(default: %(default)s)")
+    train.add_argument("--num-layers", type=_positive_int, default=defaults["num_layers"],
+                       help="coupling layers (default: %(default)s)")
+    train.add_argument("--hidden-units", type=_positive_int, nargs="+",
+                       default=defaults["hidden_units"], metavar="UNITS",
+                       help="hidden layer widths of each conditioner (default: 64 64)")
+    return parser
+
+
+def _settings(args):
+    """The run's settings: the demo's defaults, then `--quick`, then explicit options."""
+    settings = dict(DEMO_DEFAULTS)
+    if getattr(args, "quick", False):
+        settings.update(QUICK_SETTINGS)
+    settings.update({key: getattr(args, key) for key in DEMO_DEFAULTS
+                     if getattr(args, key, None) is not None})
+    num_train = settings["num_points"] - round(settings["num_points"] * TEST_FRACTION)
+    settings["batch_size"] = min(settings["batch_size"], num_train)
+    return settings
+
+
+def _versions():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import tfp_flows
+
+    return {"tfp_flows": tfp_flows.__version__, "tensorflow": tf.__version__,
+            "tensorflow_probability": tfp.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _write_json(path, payload):
+    """Writes `payload` to `path` through a temporary file and `os.replace`."""
+    # Not mkstemp: its files are private (0600); this one gets the usual permissions.
+    directory, name = os.path.split(os.path.abspath(path))
+    staging = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(staging, "x") as file:
+            json.dump(payload, file, indent=2, sort_keys=True)
+            file.write("\n")
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
+def run(settings, out, verbose=1):
+    """Trains a flow with `settings` (keys of `DEMO_DEFAULTS`) and writes outputs to `out`.
+
+    Returns:
+        The metrics written to `out/metrics.json`.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfp_flows import models
+    from tfp_flows.datasets import load_toy, plot_density, plot_samples
+
+    start = time.perf_counter()
+    seed = settings["seed"]
+    keras.utils.set_random_seed(seed)
+    train, test = load_toy(settings["dataset"], settings["num_points"], seed=seed,
+                           test_fraction=TEST_FRACTION)
+    builder = {"realnvp": models.RealNVP, "nice": models.NICE}[settings["model"]]
+    flow = builder([2], num_layers=settings["num_layers"],
+                   hidden_units=settings["hidden_units"], seed=seed)
+    batch_size = settings["batch_size"]
+    # Full batches only: under XLA (used when an accelerator is present) every new batch
+    # shape is another compilation.
+    batches = (tf.data.Dataset.from_tensor_slices(train)
+               .shuffle(len(train), seed=seed, reshuffle_each_iteration=True)
+               .batch(batch_size, drop_remainder=True)
+               .prefetch(tf.data.AUTOTUNE))
+    steps_per_epoch = len(train) // batch_size
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        settings["learning_rate"], decay_steps=steps_per_epoch * settings["epochs"])
+    # Clipping stops the rare huge gradient of a far-out point from undoing training.
+    optimizer = keras.optimizers.Adam(learning_rate, global_clipnorm=1.0)
+    # XLA even on CPU (unlike Keras' "auto"): for the demo it took 0.7 s per epoch against
+    # 1.1 s in a plain graph, which repays the extra ~7 s of compilation.
+    flow.compile(optimizer=optimizer, jit_compile=True,
+                 steps_per_execution=min(10, steps_per_epoch))
+    flow.fit(batches, epochs=settings["epochs"], shuffle=False, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+
+    def mean_nll(points):
+        return float(-np.mean(flow.log_prob(points).numpy().astype(np.float64)))
+
+    train_nll, test_nll = mean_nll(train), mean_nll(test)
+    samples = flow.sample(NUM_SAMPLES, seed=seed).numpy()
+
+    plot_density(flow.log_prob, test, os.path.join(out, "density.png"),
+                 title=f"{settings['model']} density")
+    plot_samples(samples, os.path.join(out, "samples.png"), data=test,
+                 title=f"{settings['model']} samples")
+    flow.export(os.path.join(out, "saved_model"))
+    from tfp_flows.training import bits_per_dim
+
+    metrics = {
+        **settings,
+        "train_nll": train_nll,
+        "test_nll": test_nll,
+        "train_bpd": float(bits_per_dim(train_nll, 2)),
+        "test_bpd": float(bits_per_dim(test_nll, 2)),
+        "nll_units": "nats per example in the dataset's generated coordinates "
+                     "(not standardised)",
+        "num_train": len(train),
+        "num_test": len(test),
+        "seconds": time.perf_counter() - start,
+        "train_seconds": train_seconds,
+        "versions": _versions(),
+    }
+    _write_json(os.path.join(out, "metrics.json"), metrics)
+    return metrics
+
+
+def main(argv=None):
+    """Runs the `tfp-flows` command with `argv` (default: `sys.argv[1:]`); returns 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    out = os.path.abspath(args.out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        parser.error(f"cannot create output directory --out {args.out!r}: {error}")
+    if not os.access(out, os.W_OK):
+        parser.error(f"output directory --out {args.out!r} is not writable")
+    metrics = run(settings, out, verbose=args.verbose)
+    print(f"{settings['model']} on {settings['dataset']}: train NLL {metrics['train_nll']:.4f}, "
+          f"test NLL {metrics['test_nll']:.4f} nats ({metrics['test_bpd']:.4f} bits/dim), "
+          f"{metrics['seconds']:.1f} s; outputs in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
