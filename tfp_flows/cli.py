@@ -215,8 +215,7 @@ def run(settings, out, verbose=1):
     flow = builder([2], num_layers=settings["num_layers"],
                    hidden_units=settings["hidden_units"], seed=seed)
     batch_size = settings["batch_size"]
-    # Full batches only: under XLA (used when an accelerator is present) every new batch
-    # shape is another compilation.
+    # Full batches only: under XLA every new batch shape is another compilation.
     batches = (tf.data.Dataset.from_tensor_slices(train)
                .shuffle(len(train), seed=seed, reshuffle_each_iteration=True)
                .batch(batch_size, drop_remainder=True)

@@ -103,9 +103,6 @@ class Flow(keras.Model):
                 f"metrics={metrics!r}")
         super().compile(optimizer=optimizer, **kwargs)
 
-    def get_compile_config(self):
-        return super().get_compile_config()
-
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
@@ -162,9 +159,10 @@ class Flow(keras.Model):
         return {"x": x, "context": context}
 
     def _prepare_validation(self, validation_data):
-        if validation_data is None or isinstance(validation_data, tf.data.Dataset):
-            return None if validation_data is None else self._prepare(
-                validation_data, None, "validation_data")
+        if validation_data is None:
+            return None
+        if isinstance(validation_data, tf.data.Dataset):
+            return self._prepare(validation_data, None, "validation_data")
         if self.conditional:
             if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
                 raise ValueError(
