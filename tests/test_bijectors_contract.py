@@ -100,6 +100,42 @@ def invert_case(conditional):
     return build
 
 
+GLOW_IMAGE = [4, 4, 3]
+
+
+def _conv1x1(shape, dtype, lu, seed=1, name="invertible_conv1x1"):
+    layer = nets.Conv1x1Kernel(shape[-1], lu=lu, seed=seed, dtype=dtype)
+    # A random orthogonal kernel has log|det W| = 0: perturb it so the log-det is exercised.
+    rng = np.random.default_rng(seed + 100)
+    for weight in layer.trainable_weights:
+        weight.assign(weight.numpy() + rng.normal(0.0, 0.3, size=weight.shape))
+    return bijectors.InvertibleConv1x1(layer, shape, name=name)
+
+
+def conv1x1_case(shape, lu):
+    return lambda dtype: (_conv1x1(shape, dtype, lu), _data(shape, dtype), None)
+
+
+def glow_chain_case(dtype):
+    """Squeeze [4, 4, 2] -> [2, 2, 8], then a 1x1 convolution and a coupling on that shape."""
+    squeezed = bijectors.Squeeze(IMAGE).output_event_shape
+    members = [
+        _coupling(bijectors.AffineCoupling, squeezed, "half", 0, dtype, name="c0"),
+        _conv1x1(squeezed, dtype, lu=True),
+        bijectors.Squeeze(IMAGE),
+    ]
+    return bijectors.FlowChain(members, name="glow_chain"), _data(IMAGE, dtype), None
+
+
+def actnorm_case(shape):
+    def build(dtype):
+        bijector = bijectors.ActNorm(nets.ActNormParams(shape[-1], dtype=dtype), shape)
+        # Initialised on other data, so the checked transform is not the identity.
+        bijectors.initialize_actnorm(bijector, 3.0 * _data(shape, dtype, seed=5) + 1.0)
+        return bijector, _data(shape, dtype), None
+    return build
+
+
 A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
 
 # name -> (dtype -> (bijector, x [batch, *event], context or None))
@@ -128,9 +164,24 @@ REGISTRY = {
     "flow_chain_image": image_chain_case,
     "invert_affine": invert_case(conditional=False),
     "invert_affine_conditional": invert_case(conditional=True),
+    "actnorm": actnorm_case(VECTOR),
+    "actnorm_image": actnorm_case(IMAGE),
+    "level_scaling": lambda dtype: (bijectors.LevelScaling(256, VECTOR), _data(VECTOR, dtype),
+                                    None),
+    "level_scaling_centered_image": lambda dtype: (
+        bijectors.LevelScaling(17, IMAGE, centered=True), _data(IMAGE, dtype), None),
+    "logit_transform": lambda dtype: (bijectors.LogitTransform(VECTOR), _data(VECTOR, dtype),
+                                      None),
+    "logit_transform_image_alpha0": lambda dtype: (
+        bijectors.LogitTransform(IMAGE, alpha=0.0), _data(IMAGE, dtype), None),
+    "conv1x1_plain": conv1x1_case(GLOW_IMAGE, lu=False),
+    "conv1x1_lu": conv1x1_case(GLOW_IMAGE, lu=True),
+    "conv1x1_lu_vector": conv1x1_case(VECTOR, lu=True),
+    "squeeze": lambda dtype: (bijectors.Squeeze(GLOW_IMAGE), _data(GLOW_IMAGE, dtype), None),
+    "glow_chain_squeeze_conv1x1_affine": glow_chain_case,
 }
 
-_SLOW = {"affine_conditional_image", "flow_chain_image"}
+_SLOW = {"affine_conditional_image", "flow_chain_image", "glow_chain_squeeze_conv1x1_affine"}
 
 
 def _registry_params():

@@ -2,8 +2,17 @@
 
 __version__ = "0.1.0"
 
-from tfp_flows import bijectors, datasets, models, nets, testing, training  # noqa: E402
+from tfp_flows import (  # noqa: E402
+    bijectors,
+    datasets,
+    distributions,
+    models,
+    nets,
+    testing,
+    training,
+)
 
 __all__ = [
-    "bijectors", "datasets", "models", "nets", "testing", "training", "__version__",
+    "bijectors", "datasets", "distributions", "models", "nets", "testing", "training",
+    "__version__",
 ]

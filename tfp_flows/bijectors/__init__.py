@@ -1,18 +1,28 @@
 """Bijectors (`tfp.bijectors.Bijector` subclasses) of tfp_flows."""
 
+from tfp_flows.bijectors.actnorm import ActNorm, initialize_actnorm
 from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
+from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from tfp_flows.bijectors.permute import random_permutation, reverse_permutation
+from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
 from tfp_flows.bijectors.scaling import DiagonalScale
+from tfp_flows.bijectors.squeeze import Squeeze
 
 __all__ = [
+    "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "Coupling",
     "DiagonalScale",
     "FlowBijector",
     "FlowChain",
+    "InvertibleConv1x1",
+    "LevelScaling",
+    "LogitTransform",
+    "Squeeze",
+    "initialize_actnorm",
     "random_permutation",
     "reverse_permutation",
     "soft_clamp",

@@ -1,5 +1,11 @@
-"""Datasets: toy 2-D densities generated with NumPy, and plots of 2-D densities."""
+"""Datasets: toy 2-D densities, integer image sets (digits, tfds), plots of 2-D densities."""
 
+from tfp_flows.datasets.images import (
+    DIGITS_NUM_LEVELS,
+    dequantize_dataset,
+    load_digits,
+    load_tfds,
+)
 from tfp_flows.datasets.plotting import density_grid, plot_density, plot_samples
 from tfp_flows.datasets.toy import (
     TOY_DATASETS,
@@ -12,10 +18,14 @@ from tfp_flows.datasets.toy import (
 )
 
 __all__ = [
+    "DIGITS_NUM_LEVELS",
     "TOY_DATASETS",
     "checkerboard",
     "density_grid",
+    "dequantize_dataset",
     "eight_gaussians",
+    "load_digits",
+    "load_tfds",
     "load_toy",
     "pinwheel",
     "plot_density",

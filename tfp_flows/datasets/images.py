@@ -1,0 +1,167 @@
+"""Image data as integer levels: the scikit-learn digits offline, any tfds image set online.
+
+Images stay integers here (their discrete levels); dequantization (`dequantize_dataset`)
+and scaling (`tfp_flows.bijectors.LevelScaling`) come after, so that bits per dimension
+are computed in the data's own discrete space.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows.distributions import uniform_dequantize
+
+__all__ = ["DIGITS_NUM_LEVELS", "dequantize_dataset", "load_digits", "load_tfds"]
+
+# The scikit-learn digits are 8x8 counts of set pixels in 4x4 blocks: values 0..16.
+DIGITS_NUM_LEVELS = 17
+_DIGITS_TRAIN = 1437
+
+
+def load_digits(seed=0):
+    """The 1,797 scikit-learn 8x8 digits as integer images, split 1,437 train / 360 test.
+
+    Pixels take the 17 levels `0..16` (`DIGITS_NUM_LEVELS`); use `num_levels=17` for
+    scaling and bits per dimension. The data ships with scikit-learn: no download.
+
+    Args:
+        seed: seed of the random permutation that splits the examples (same seed, same
+            split).
+
+    Returns:
+        `(x_train, x_test)`, uint8 arrays of shapes `[1437, 8, 8, 1]` and `[360, 8, 8, 1]`.
+
+    Raises:
+        TypeError: `seed` is not an int.
+
+    Example:
+        >>> x_train, x_test = load_digits()
+        >>> x_train.shape, x_test.shape, int(x_train.max())
+        ((1437, 8, 8, 1), (360, 8, 8, 1), 16)
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+    except ImportError as error:  # pragma: no cover - scikit-learn is a dependency
+        raise ImportError("load_digits needs scikit-learn: pip install scikit-learn") from error
+    images = sklearn_load_digits().images  # float64 [1797, 8, 8], integral values 0..16
+    images = np.rint(images).astype(np.uint8)[..., None]
+    order = np.random.default_rng(int(seed)).permutation(len(images))
+    return images[order[:_DIGITS_TRAIN]], images[order[_DIGITS_TRAIN:]]
+
+
+def _size_pair(value, name):
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (not isinstance(value, tuple | list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1
+                   for v in value)):
+        raise ValueError(f"{name} must be a positive int or a pair (height, width) of them, "
+                         f"got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _to_levels(image, center_crop, image_size):
+    """Center-crops and resizes an integer image, keeping integer levels."""
+    dtype = image.dtype
+    if center_crop is not None:
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        top, left = (height - center_crop[0]) // 2, (width - center_crop[1]) // 2
+        image = image[top:top + center_crop[0], left:left + center_crop[1]]
+    if image_size is not None:
+        # Area averaging is the antialiased downscale; rounding returns to the levels.
+        resized = tf.image.resize(tf.cast(image, tf.float32), image_size, method="area")
+        image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, dtype.max), dtype)
+    return image
+
+
+def load_tfds(name, split, image_size=None, *, center_crop=None, image_key="image",
+              batch_size=None, shuffle_buffer=None, seed=None, data_dir=None,
+              download=True):
+    """A `tf.data` pipeline of integer images from a tensorflow-datasets image set.
+
+    Works with any tfds set whose examples hold an integer image under `image_key`
+    (`"mnist"`, `"cifar10"`, `"celeb_a"`, `"imagenet_resized/32x32"`, ...). For CelebA,
+    RealNVP's preprocessing is `center_crop=148, image_size=64`.
+
+    Args:
+        name: tfds dataset name, e.g. `"mnist"`.
+        split: tfds split, e.g. `"train"` or `"test[:10%]"`.
+        image_size: resize to this size (an int or `(height, width)`) with area averaging,
+            rounded back to integer levels; `None` keeps the size.
+        center_crop: crop the central `(height, width)` (or int) before resizing.
+        image_key: feature holding the image.
+        batch_size: batch the pipeline if given.
+        shuffle_buffer: shuffle with this buffer size if given (before batching).
+        seed: shuffle seed.
+        data_dir: tfds data directory.
+        download: let tfds download and prepare the data if missing.
+
+    Returns:
+        A `tf.data.Dataset` of integer (uint8 for images) tensors `[H, W, C]`, or
+        `[batch, H, W, C]` when batched. Dequantize with `dequantize_dataset`.
+
+    Raises:
+        ValueError: the examples have no `image_key` feature, or it is not an integer
+            image of rank 3; or a size argument is invalid.
+    """
+    import tensorflow_datasets as tfds
+
+    image_size = None if image_size is None else _size_pair(image_size, "image_size")
+    center_crop = None if center_crop is None else _size_pair(center_crop, "center_crop")
+    dataset = tfds.load(name, split=split, data_dir=data_dir, download=download)
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or image_key not in spec:
+        keys = sorted(spec) if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"{name!r} examples have no {image_key!r} feature; features: {keys}")
+    image_spec = spec[image_key]
+    if not image_spec.dtype.is_integer or image_spec.shape.rank != 3:
+        raise ValueError(f"{name!r} feature {image_key!r} must be an integer image [H, W, C], "
+                         f"got {image_spec.dtype.name} of shape {image_spec.shape.as_list()}")
+    dataset = dataset.map(lambda example: _to_levels(example[image_key], center_crop,
+                                                     image_size),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle_buffer is not None:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    if batch_size is not None:
+        dataset = dataset.batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def dequantize_dataset(dataset, seed=None, dtype=tf.float32):
+    """Maps `tfp_flows.distributions.uniform_dequantize` over a dataset of integer tensors.
+
+    With a seed, each element gets its own stateless seed from `tf.data.Dataset.random`,
+    drawn afresh in every iteration (epoch): noise differs between elements and epochs yet
+    the whole sequence is reproducible.
+
+    Args:
+        dataset: a `tf.data.Dataset` whose elements are integer tensors (e.g. from
+            `load_tfds`, or `tf.data.Dataset.from_tensor_slices(load_digits()[0])`).
+        seed: `None` (stateful noise) or an int.
+        dtype: float32 or float64.
+
+    Returns:
+        A `tf.data.Dataset` of `x + u`, `u ~ U[0, 1)`, in `dtype`.
+
+    Raises:
+        TypeError: the elements are not single integer tensors.
+
+    Example:
+        >>> ds = dequantize_dataset(tf.data.Dataset.from_tensor_slices([[1, 2]]), seed=0)
+        >>> [bool(tf.reduce_all((y >= [1, 2]) & (y < [2, 3]))) for y in ds]
+        [True]
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, tf.TensorSpec) or not spec.dtype.is_integer:
+        raise TypeError(f"dequantize_dataset expects a dataset of integer tensors, got "
+                        f"element_spec {spec}")
+    if seed is None:
+        return dataset.map(lambda x: uniform_dequantize(x, dtype=dtype),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be None or an int, got {seed!r}")
+    seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, seeds).map(
+        lambda x, pair: uniform_dequantize(x, seed=pair, dtype=dtype),
+        num_parallel_calls=tf.data.AUTOTUNE)

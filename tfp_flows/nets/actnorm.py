@@ -1,0 +1,149 @@
+"""The parameters of Glow's ActNorm: a per-channel log-scale and bias with data-dependent init."""
+
+import keras
+import tensorflow as tf
+
+__all__ = ["ActNormParams"]
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ActNormParams(keras.layers.Layer):
+    """Owns ActNorm's per-channel `log_scale` and `bias` and whether they were initialised.
+
+    Weights (all of shape `[num_channels]` but the flag, a scalar):
+
+    - `log_scale`, `bias`: trainable, zeros (the identity) until initialised;
+    - `initialized`: non-trainable float, `0.` or `1.`. It is a Keras weight so that the
+      initialisation state survives `.keras` files, checkpoints and SavedModel exports: a
+      reloaded model never re-initialises over trained values.
+
+    `layer(x, training=...)` returns `(log_scale, bias)` in the dtype of `x`. When
+    `training` is true and the layer is not initialised yet, it first initialises from `x`
+    (`initialize_from`); the check is a `tf.cond` on the flag, so it runs inside a
+    `tf.function` (or XLA) training step exactly once, on the first batch. Like the batch
+    statistics of `BatchNormalization`, Keras propagates `training=True` from
+    `model.fit` to this layer; a call without `training` (inference, `log_prob`, the dummy
+    call that builds a flow) never initialises. Under a `tf.distribute` strategy each
+    replica computes statistics of its own part of the batch and the assignments average
+    (the variables have "mean" aggregation); there the flag is checked with `tf.where`
+    instead of `tf.cond`, as TF cannot synchronise replicas inside a `tf.cond`.
+
+    Weights are read and statistics computed in the data dtype, never in a mixed-precision
+    policy's float16.
+
+    Reference: Kingma, Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
+    arXiv:1807.03039 (section 3.1).
+
+    Args:
+        num_channels: size of the last axis of the data (features of a vector, channels of
+            an image).
+        epsilon: added to the standard deviation at initialisation, so a constant channel
+            gets a large but finite scale.
+        **kwargs: passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, num_channels, epsilon=1e-6, **kwargs):
+        # Under a mixed-precision policy the statistics and parameters stay in the data
+        # dtype: inputs are not cast to float16, nor are the weights when read (hence
+        # also `autocast=False` on each weight).
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if isinstance(num_channels, bool) or not isinstance(num_channels, int) \
+                or num_channels < 1:
+            raise ValueError(f"num_channels must be a positive int, got {num_channels!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) \
+                or not epsilon > 0:
+            raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
+        self.num_channels = num_channels
+        self.epsilon = float(epsilon)
+        # The shapes are known here: creating the weights now lets the sampling direction
+        # read them before any data went through the layer.
+        self.build()
+
+    def build(self, input_shape=None):
+        if input_shape is not None and input_shape[-1] not in (None, self.num_channels):
+            raise ValueError(f"{self.name} expects {self.num_channels} channels on the last "
+                             f"axis, got input shape {list(input_shape)}")
+        if self.built:
+            return
+        # "mean" aggregation: under tf.distribute each replica initialises from its own
+        # batch and the assignments average.
+        self.log_scale = self.add_weight(shape=[self.num_channels], initializer="zeros",
+                                         name="log_scale", aggregation="mean",
+                                         autocast=False)
+        self.bias = self.add_weight(shape=[self.num_channels], initializer="zeros",
+                                    name="bias", aggregation="mean", autocast=False)
+        self.initialized = self.add_weight(shape=[], initializer="zeros", dtype="float32",
+                                           trainable=False, name="initialized",
+                                           aggregation="mean", autocast=False)
+        self.built = True
+
+    def _values(self, dtype):
+        return (tf.cast(tf.convert_to_tensor(self.log_scale), dtype),
+                tf.cast(tf.convert_to_tensor(self.bias), dtype))
+
+    def _statistics(self, x):
+        """Returns `(-mean, -log(std + epsilon))` of `x` per channel, in the weights' dtype."""
+        x = tf.stop_gradient(tf.convert_to_tensor(x))
+        if x.shape.rank is not None and x.shape[-1] not in (None, self.num_channels):
+            raise ValueError(f"{self.name} expects {self.num_channels} channels on the last "
+                             f"axis, got shape {x.shape.as_list()}")
+        # Statistics in float32 at least (a float16 variance of raw pixels overflows).
+        stat_dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
+        flat = tf.reshape(tf.cast(x, stat_dtype), [-1, self.num_channels])
+        mean, variance = tf.nn.moments(flat, axes=[0])
+        log_scale = -tf.math.log(tf.sqrt(variance) + tf.cast(self.epsilon, stat_dtype))
+        return tf.cast(-mean, self.bias.dtype), tf.cast(log_scale, self.log_scale.dtype)
+
+    def initialize_from(self, x):
+        """Sets `bias = -mean(x)`, `log_scale = -log(std(x) + epsilon)` and the flag.
+
+        Statistics are per channel, over every axis but the last, so `(x + bias) *
+        exp(log_scale)` has zero mean and unit variance per channel. Works eagerly, in a
+        `tf.function` and under XLA.
+        """
+        bias, log_scale = self._statistics(x)
+        self.bias.assign(bias)
+        self.log_scale.assign(log_scale)
+        self.initialized.assign(1.0)
+        return tf.constant(True)
+
+    def maybe_initialize_from(self, x):
+        """`initialize_from(x)` unless already initialised; safe in graphs and under XLA.
+
+        Returns a tensor to take control dependencies on before reading the weights.
+        """
+        if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            # Assigning a mirrored variable synchronises the replicas (a merge_call), which
+            # TF cannot do inside a tf.cond branch. So every training step assigns, keeping
+            # the current values once initialised; each replica starts from the statistics
+            # of its own batch and the "mean" aggregation averages them.
+            done = self.initialized > 0.5
+            bias, log_scale = self._statistics(x)
+            ops = [self.bias.assign(tf.where(done, tf.convert_to_tensor(self.bias), bias)),
+                   self.log_scale.assign(
+                       tf.where(done, tf.convert_to_tensor(self.log_scale), log_scale)),
+                   self.initialized.assign(1.0)]
+            with tf.control_dependencies([op for op in ops if op is not None]):
+                return tf.logical_not(done)
+        return tf.cond(self.initialized > 0.5, lambda: tf.constant(False),
+                       lambda: self.initialize_from(x))
+
+    def call(self, inputs, training=None):
+        """Returns `(log_scale, bias)` in the dtype of `inputs`, initialising first if needed.
+
+        Args:
+            inputs: data-direction activations `[..., num_channels]` (what ActNorm
+                normalises); used only for the initialisation.
+            training: initialise from `inputs` if true and not initialised yet.
+        """
+        if not training:
+            return self._values(inputs.dtype)
+        done = self.maybe_initialize_from(inputs)
+        # The reads must see the values the cond may just have assigned.
+        with tf.control_dependencies([done]):
+            return self._values(inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_channels": self.num_channels,
+                "epsilon": self.epsilon}
