@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows import bijectors, nets
+from tfp_flows import bijectors, models, nets
 from tfp_flows.testing import check_bijector, discover_trainable_variables
 
 tfb = tfp.bijectors
@@ -127,6 +127,24 @@ def glow_chain_case(dtype):
     return bijectors.FlowChain(members, name="glow_chain"), _data(IMAGE, dtype), None
 
 
+def split_channels_case(conditional):
+    """A (conditional) coupling on the first 2 of 3 channels; the third passes through."""
+    def build(dtype):
+        inner = _coupling(bijectors.AffineCoupling, IMAGE, "half", 1, dtype, conditional)
+        split = bijectors.SplitChannels(inner, GLOW_IMAGE, keep_channels=IMAGE[-1])
+        return split, _data(GLOW_IMAGE, dtype), _context(dtype) if conditional else None
+    return build
+
+
+def glow_model_case(dtype):
+    """The whole bijector of a 2-level Glow (LU kernels, split priors), weights perturbed."""
+    flow = models.Glow(IMAGE, num_levels=2, num_steps=1, hidden_channels=4, dtype=dtype)
+    rng = np.random.default_rng(7)
+    for weight in flow.trainable_weights:
+        weight.assign(weight.numpy() + rng.normal(0.0, 0.1, size=weight.shape))
+    return flow.bijector, _data(IMAGE, dtype), None
+
+
 def actnorm_case(shape):
     def build(dtype):
         bijector = bijectors.ActNorm(nets.ActNormParams(shape[-1], dtype=dtype), shape)
@@ -179,9 +197,13 @@ REGISTRY = {
     "conv1x1_lu_vector": conv1x1_case(VECTOR, lu=True),
     "squeeze": lambda dtype: (bijectors.Squeeze(GLOW_IMAGE), _data(GLOW_IMAGE, dtype), None),
     "glow_chain_squeeze_conv1x1_affine": glow_chain_case,
+    "split_channels": split_channels_case(conditional=False),
+    "split_channels_conditional": split_channels_case(conditional=True),
+    "glow_model": glow_model_case,
 }
 
-_SLOW = {"affine_conditional_image", "flow_chain_image", "glow_chain_squeeze_conv1x1_affine"}
+_SLOW = {"affine_conditional_image", "flow_chain_image", "glow_chain_squeeze_conv1x1_affine",
+         "glow_model"}
 
 
 def _registry_params():

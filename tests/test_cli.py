@@ -1,22 +1,30 @@
 """The `tfp-flows` command and the two-moons example, run with tiny settings."""
 
+import contextlib
+import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from tfp_flows import cli
+from tfp_flows.training import EpochCheckpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = ("metrics.json", "density.png", "samples.png", "saved_model")
 TINY = ["--epochs", "1", "--num-points", "400", "--verbose", "0"]
 
 
-def _check_outputs(out):
-    assert sorted(os.listdir(out)) == sorted(OUTPUTS)
+def _check_outputs(out, extra=()):
+    assert sorted(os.listdir(out)) == sorted(OUTPUTS + tuple(extra))
     assert os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb"))
     for name in ("density.png", "samples.png"):
         with open(os.path.join(out, name), "rb") as file:
@@ -75,7 +83,9 @@ def test_train_writes_all_outputs(tmp_path, capsys):
                      str(out), "--num-layers", "2", "--hidden-units", "8", "8",
                      "--batch-size", "64", "--learning-rate", "1e-3", "--seed", "3",
                      *TINY]) == 0
-    metrics = _check_outputs(out)
+    metrics = _check_outputs(out, extra=("checkpoints", "logs"))
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
+    assert metrics["initial_epoch"] == 0
     assert metrics["model"] == "nice" and metrics["dataset"] == "eight_gaussians"
     assert metrics["hidden_units"] == [8, 8] and metrics["num_layers"] == 2
     assert metrics["batch_size"] == 64 and metrics["seed"] == 3
@@ -154,3 +164,152 @@ def test_example_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test NLL" in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["two_moons_density.png", "two_moons_samples.png"]
+
+
+# 320 training points in batches of 64: 5 steps per epoch.
+RESUME_ARGS = ["train", "--model", "nice", "--dataset", "eight_gaussians", "--num-layers", "2",
+               "--hidden-units", "8", "--batch-size", "64", "--num-points", "400",
+               "--epochs", "4", "--keep-checkpoints", "4", "--verbose", "0"]
+
+
+def _quiet_main(argv):
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = cli.main(argv)
+    return status, output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """An uninterrupted run, and one interrupted after epoch 2 of 4 then resumed."""
+    base = tmp_path_factory.mktemp("resume")
+    full, resumed, snapshot = base / "full", base / "resumed", base / "snapshot"
+    assert _quiet_main([*RESUME_ARGS, "--out", str(full)])[0] == 0
+
+    def interrupt(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt  # Ctrl-C between epochs 2 and 3
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochCheckpoint, "on_epoch_begin", interrupt, raising=False)
+        with pytest.raises(KeyboardInterrupt):
+            _quiet_main([*RESUME_ARGS, "--out", str(resumed)])
+    assert not (resumed / "metrics.json").exists()
+    shutil.copytree(resumed / "checkpoints", snapshot)
+    status, printed = _quiet_main([*RESUME_ARGS, "--out", str(resumed), "--resume"])
+    assert status == 0
+    return full, resumed, snapshot, printed
+
+
+def _load(path):
+    return keras.saving.load_model(path)
+
+
+def _index(out):
+    with open(out / "checkpoints" / "checkpoint.json") as file:
+        return json.load(file)
+
+
+def test_resume_completes_the_requested_epochs(resumed_run):
+    full, resumed, _, printed = resumed_run
+    assert "--resume: continuing from 2 completed epoch(s) (epoch-0002.keras), 4 in all" \
+        in printed
+    for out in (full, resumed):
+        _check_outputs(out, extra=("checkpoints", "logs"))
+        assert _index(out)["completed_epochs"] == 4
+        assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1, 2, 3, 4]
+    assert _index(resumed)["optimizer_iterations"] == _index(full)["optimizer_iterations"] == 20
+    with open(resumed / "metrics.json") as file:
+        metrics = json.load(file)
+    assert metrics["initial_epoch"] == 2 and metrics["epochs"] == 4
+
+
+def test_checkpoints_written_before_the_interruption_survive(resumed_run):
+    _, resumed, snapshot, _ = resumed_run
+    assert sorted(os.listdir(snapshot)) == [
+        "checkpoint.json", "epoch-0001.keras", "epoch-0002.keras"]
+    for number in (1, 2):
+        name = f"epoch-{number:04d}.keras"
+        assert int(_load(snapshot / name).optimizer.iterations) == 5 * number
+        assert (resumed / "checkpoints" / name).read_bytes() == (snapshot / name).read_bytes()
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(resumed_run):
+    full, resumed, _, _ = resumed_run
+    final = _load(resumed / "checkpoints" / "epoch-0004.keras")
+    reference = _load(full / "checkpoints" / "epoch-0004.keras")
+    assert len(final.weights) == len(reference.weights) > 0
+    for weight, expected in zip(final.weights, reference.weights, strict=True):
+        assert np.all(np.isfinite(weight.numpy()))
+        # Same data order, optimizer state and learning rates: the same weights.
+        np.testing.assert_allclose(weight.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert float(final.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-12)
+
+
+def _epoch_loss_steps(log_dir):
+    steps = []
+    names = os.listdir(log_dir)
+    assert names and all(name.startswith("events.out.tfevents.") for name in names)
+    for name in names:
+        for record in tf.data.TFRecordDataset(os.path.join(log_dir, name)):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [event.step for value in event.summary.value if value.tag == "epoch_loss"]
+    return sorted(steps)
+
+
+def test_tensorboard_logs_cover_every_epoch(resumed_run):
+    full, resumed, _, _ = resumed_run
+    assert _epoch_loss_steps(full / "logs" / "train") == [0, 1, 2, 3]
+    # Two sessions, two event files, one curve.
+    assert len(os.listdir(resumed / "logs" / "train")) == 2
+    assert _epoch_loss_steps(resumed / "logs" / "train") == [0, 1, 2, 3]
+
+
+def test_resume_of_a_finished_run_only_evaluates(resumed_run, tmp_path):
+    _, resumed, _, _ = resumed_run
+    out = tmp_path / "finished"
+    shutil.copytree(resumed, out)
+    (out / "metrics.json").unlink()
+    status, printed = _quiet_main([*RESUME_ARGS, "--out", str(out), "--resume"])
+    assert status == 0
+    assert "4 epoch(s) already complete (--epochs 4); evaluating without training" in printed
+    metrics = _check_outputs(out, extra=("checkpoints", "logs"))
+    assert metrics["initial_epoch"] == 4
+    with open(resumed / "metrics.json") as file:
+        assert metrics["test_nll"] == pytest.approx(json.load(file)["test_nll"])
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1, 2, 3, 4]
+
+
+def test_resume_with_other_settings_is_an_error(resumed_run, tmp_path, capsys):
+    _, resumed, _, _ = resumed_run
+    out = tmp_path / "other"
+    shutil.copytree(resumed / "checkpoints", out / "checkpoints")
+    argv = [*RESUME_ARGS, "--out", str(out), "--resume"]
+    argv[argv.index("--num-layers") + 1] = "3"
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+    assert "written with other settings (num_layers: checkpoint 2, now 3)" in \
+        capsys.readouterr().err
+
+
+def test_resume_without_checkpoints_starts_fresh(tmp_path, capsys):
+    out = tmp_path / "new"
+    argv = [*RESUME_ARGS, "--out", str(out), "--resume"]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert cli.main(argv) == 0
+    assert "--resume: no usable checkpoint in" in capsys.readouterr().out
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
+
+
+def test_a_fresh_run_replaces_checkpoints_and_logs_of_an_earlier_one(resumed_run, tmp_path,
+                                                                      capsys):
+    _, resumed, _, _ = resumed_run
+    out = tmp_path / "again"
+    shutil.copytree(resumed, out)
+    argv = [*RESUME_ARGS, "--out", str(out)]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert cli.main(argv) == 0
+    assert "holds checkpoints of an earlier run" in capsys.readouterr().out
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
+    assert _epoch_loss_steps(out / "logs" / "train") == [0]

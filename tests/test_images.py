@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tfp_flows.datasets import DIGITS_NUM_LEVELS, dequantize_dataset, load_digits, load_tfds
+from tfp_flows.datasets import DIGITS_NUM_BINS, dequantize_dataset, load_digits, load_tfds
 from tfp_flows.datasets.images import _to_levels
 
 
@@ -18,7 +18,7 @@ def test_load_digits_shapes_levels_and_split():
     assert x_train.shape == (1437, 8, 8, 1) and x_test.shape == (360, 8, 8, 1)
     assert x_train.dtype == np.uint8 and x_test.dtype == np.uint8
     levels = np.unique(np.concatenate([x_train, x_test]))
-    assert levels.min() == 0 and levels.max() == DIGITS_NUM_LEVELS - 1 == 16
+    assert levels.min() == 0 and levels.max() == DIGITS_NUM_BINS - 1 == 16
     from sklearn.datasets import load_digits as sklearn_load_digits
     everything = sklearn_load_digits().images.astype(np.uint8)[..., None]
     assert _rows(np.concatenate([x_train, x_test])) == _rows(everything)

@@ -1,4 +1,4 @@
-"""NICE and RealNVP models: weights, identity at init, gradients, TFP composition,
+"""NICE, RealNVP and Glow models: weights, identity at init, gradients, TFP composition,
 serialization (.keras and a SavedModel loaded in a process without tfp_flows), tracing,
 sampling and training."""
 
@@ -81,6 +81,19 @@ MODELS = {
                                context_size=CONTEXT_SIZE),
         2 * 4 * 2,
         2 * _conv_resnet(2 + CONTEXT_SIZE, 4, 4)),
+    # Glow [4, 4, 2], 2 levels of 1 step, plain 1x1 kernels: level 0 works on [2, 2, 8]
+    # (ActNorm 2x8, kernel 8x8, coupling 4 -> 8 channels, split prior 4 -> 8), level 1 on
+    # the kept half squeezed again, [1, 1, 16] (ActNorm 2x16, kernel 16x16, coupling 8 -> 16).
+    "glow": (
+        lambda: models.Glow([4, 4, 2], num_levels=2, num_steps=1, hidden_channels=4, lu=False),
+        2 * (2 + 1 + 8) + 8,
+        16 + 64 + 2 * _conv_resnet(4, 4, 8) + 32 + 256 + _conv_resnet(8, 4, 16)),
+    "glow_conditional": (
+        lambda: models.Glow([4, 4, 2], num_levels=2, num_steps=1, hidden_channels=4, lu=False,
+                            context_size=CONTEXT_SIZE),
+        2 * (2 + 1 + 8) + 8,
+        16 + 64 + 2 * _conv_resnet(4 + CONTEXT_SIZE, 4, 8) + 32 + 256
+        + _conv_resnet(8 + CONTEXT_SIZE, 4, 16)),
 }
 
 
@@ -134,7 +147,12 @@ def test_fresh_flow_is_the_identity(name):
     np.testing.assert_allclose(flow.log_prob(x, context), standard_normal_log_prob(x),
                                rtol=1e-5, atol=1e-5)
     forward, inverse = flow.forward(x, context).numpy(), flow.inverse(x, context).numpy()
-    if flow.permutation is None:
+    if isinstance(flow, models.Glow):
+        # Fresh 1x1 convolutions are random rotations: norms are kept, entries are not.
+        norm = lambda v: np.linalg.norm(np.reshape(v, [len(v), -1]), axis=-1)  # noqa: E731
+        np.testing.assert_allclose(norm(forward), norm(x), rtol=1e-5)
+        np.testing.assert_allclose(norm(inverse), norm(x), rtol=1e-5)
+    elif flow.permutation is None:
         np.testing.assert_allclose(forward, x, atol=1e-6)
         np.testing.assert_allclose(inverse, x, atol=1e-6)
     else:  # only the fixed permutations remain

@@ -39,14 +39,14 @@ def test_level_scaling_log_det_is_minus_d_log_k():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"num_levels": 1}, ValueError, r"num_levels must be an int >= 2, got 1"),
-    ({"num_levels": 256.0}, ValueError, r"num_levels must be an int >= 2, got 256.0"),
-    ({"num_levels": True}, ValueError, r"num_levels must be an int >= 2, got True"),
+    ({"num_bins": 1}, ValueError, r"num_bins must be an int >= 2, got 1"),
+    ({"num_bins": 256.0}, ValueError, r"num_bins must be an int >= 2, got 256.0"),
+    ({"num_bins": True}, ValueError, r"num_bins must be an int >= 2, got True"),
     ({"centered": 1}, TypeError, r"centered must be a bool, got 1"),
 ])
 def test_level_scaling_rejects_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        LevelScaling(**{"num_levels": 256, "event_shape": [2], **kwargs})
+        LevelScaling(**{"num_bins": 256, "event_shape": [2], **kwargs})
 
 
 # -- LogitTransform --------------------------------------------------------------------------
@@ -100,10 +100,10 @@ def test_chain_over_levels_of_a_uniform_base_has_log2_k_bits_per_dim():
     y = uniform_dequantize(np.full([3, 8, 8, 1], 16, "uint8"), seed=1, dtype=tf.float64)
     nll = -flow.log_prob(y).numpy()
     np.testing.assert_allclose(nll, [64 * math.log(17)] * 3)
-    np.testing.assert_allclose(bits_per_dim(nll, 64, num_levels=17, density_space="levels"),
+    np.testing.assert_allclose(bits_per_dim(nll, 64, num_bins=17, density_space="bins"),
                                [LOG2_17] * 3)
     # The same number from the unit-space density (0 nats) with the unit correction.
-    assert bits_per_dim(0.0, 64, num_levels=17, density_space="unit") == pytest.approx(LOG2_17)
+    assert bits_per_dim(0.0, 64, num_bins=17, density_space="unit") == pytest.approx(LOG2_17)
 
 
 def test_logit_chain_log_prob_accounts_for_every_step():
@@ -182,32 +182,32 @@ def test_bits_per_dim_continuous_default_is_unchanged():
     assert bits_per_dim(3 * math.log(2.0), 3) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("nll, num_dims, num_levels, space, expected", [
+@pytest.mark.parametrize("nll, num_dims, num_bins, space, expected", [
     # nll = D ln 2 nats: 1 bit per dim in level space ...
-    (64 * math.log(2.0), 64, 17, "levels", 1.0),
+    (64 * math.log(2.0), 64, 17, "bins", 1.0),
     # ... plus log2(K) bits when the density was over data divided by K.
     (64 * math.log(2.0), 64, 17, "unit", 1.0 + LOG2_17),
     (0.0, 3072, 256, "unit", 8.0),
     (-3072 * 2 * math.log(2.0), 3072, 256, "unit", 6.0),
-    (3072 * 3.5 * math.log(2.0), 3072, 256, "levels", 3.5),
+    (3072 * 3.5 * math.log(2.0), 3072, 256, "bins", 3.5),
 ])
-def test_bits_per_dim_discrete_hand_computed(nll, num_dims, num_levels, space, expected):
-    got = bits_per_dim(nll, num_dims, num_levels=num_levels, density_space=space)
+def test_bits_per_dim_discrete_hand_computed(nll, num_dims, num_bins, space, expected):
+    got = bits_per_dim(nll, num_dims, num_bins=num_bins, density_space=space)
     assert got == pytest.approx(expected, rel=1e-12)
 
 
 def test_bits_per_dim_on_tensors():
     nll = tf.constant([0.0, 64 * math.log(2.0)], tf.float32)
-    got = bits_per_dim(nll, 64, num_levels=17, density_space="unit")
+    got = bits_per_dim(nll, 64, num_bins=17, density_space="unit")
     np.testing.assert_allclose(got.numpy(), [LOG2_17, LOG2_17 + 1.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"num_levels": 256}, r"with num_levels=256, density_space must say where .*got None"),
-    ({"num_levels": 256, "density_space": "pixels"}, r"got 'pixels'"),
-    ({"density_space": "unit"}, r"density_space='unit' needs num_levels"),
-    ({"num_levels": 1, "density_space": "unit"}, r"num_levels must be an int >= 2 or None"),
-    ({"num_levels": 256.0, "density_space": "unit"}, r"got 256.0"),
+    ({"num_bins": 256}, r"with num_bins=256, density_space must say where .*got None"),
+    ({"num_bins": 256, "density_space": "pixels"}, r"got 'pixels'"),
+    ({"density_space": "unit"}, r"density_space='unit' needs num_bins"),
+    ({"num_bins": 1, "density_space": "unit"}, r"num_bins must be an int >= 2 or None"),
+    ({"num_bins": 256.0, "density_space": "unit"}, r"got 256.0"),
 ])
 def test_bits_per_dim_rejects_ambiguous_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -217,16 +217,16 @@ def test_bits_per_dim_rejects_ambiguous_arguments(kwargs, match):
 
 
 def test_bits_per_dim_metric_in_unit_space_and_config():
-    metric = BitsPerDim(64, num_levels=17, density_space="unit")
+    metric = BitsPerDim(64, num_bins=17, density_space="unit")
     metric.update_state(np.array([0.0, -64 * 2 * math.log(2.0)], "float32"))
     assert float(metric.result()) == pytest.approx(LOG2_17 + 1.0, rel=1e-6)
     clone = BitsPerDim.from_config(metric.get_config())
-    assert (clone.num_dims, clone.num_levels, clone.density_space) == (64, 17, "unit")
+    assert (clone.num_dims, clone.num_bins, clone.density_space) == (64, 17, "unit")
 
 
-def test_bits_per_dim_metric_reads_configs_saved_before_num_levels():
+def test_bits_per_dim_metric_reads_configs_saved_before_num_bins():
     config = BitsPerDim(2).get_config()
-    del config["num_levels"], config["density_space"]
+    del config["num_bins"], config["density_space"]
     clone = BitsPerDim.from_config(config)
     clone.update_state(np.array([-2 * math.log(2.0)], "float32"))
     assert float(clone.result()) == pytest.approx(1.0, rel=1e-6)

@@ -8,6 +8,7 @@ from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupl
 from tfp_flows.bijectors.permute import random_permutation, reverse_permutation
 from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
 from tfp_flows.bijectors.scaling import DiagonalScale
+from tfp_flows.bijectors.split import SplitChannels
 from tfp_flows.bijectors.squeeze import Squeeze
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "InvertibleConv1x1",
     "LevelScaling",
     "LogitTransform",
+    "SplitChannels",
     "Squeeze",
     "initialize_actnorm",
     "random_permutation",

@@ -16,12 +16,21 @@ class FlowChain(_Chain):
     members. Name-keyed arguments keep working as in `tfb.Chain`.
     """
 
-    def _member_kwargs(self, bijector, kwargs):
-        member = dict(kwargs.get(bijector.name, {}))
+    @property
+    def conditional(self):
+        """Whether any member takes a context (so an enclosing chain passes it on)."""
+        return any(getattr(self._unwrap(b), "conditional", False) for b in self._bijectors)
+
+    @staticmethod
+    def _unwrap(bijector):
         # tfb.Invert (built as the private _Invert) passes keyword arguments through to
         # the bijector it wraps.
-        target = bijector.bijector if isinstance(bijector, _Invert) else bijector
-        if kwargs.get("context") is not None and getattr(target, "conditional", False):
+        return bijector.bijector if isinstance(bijector, _Invert) else bijector
+
+    def _member_kwargs(self, bijector, kwargs):
+        member = dict(kwargs.get(bijector.name, {}))
+        if kwargs.get("context") is not None and getattr(
+                self._unwrap(bijector), "conditional", False):
             member.setdefault("context", kwargs["context"])
         return member
 

@@ -4,7 +4,7 @@ Both bijectors follow the package convention that `forward` is the sampling dire
 (model space -> data space). Preprocessing data for training is their `inverse`, and the
 log-dets of those inverses are what a flow's `log_prob` adds, so a flow ending in these
 bijectors has its density over the dequantized data `y in [0, K)^D` itself (see
-`tfp_flows.training.bits_per_dim` with `density_space="levels"`).
+`tfp_flows.training.bits_per_dim` with `density_space="bins"`).
 """
 
 import math
@@ -28,7 +28,7 @@ def _broadcast_log_det(value, x, event_rank):
 class LevelScaling(FlowBijector):
     """Affine map between dequantized levels `[0, K)` and the unit interval.
 
-    For `K = num_levels` quantisation levels (256 for 8-bit images, 17 for the scikit-learn
+    For `K = num_bins` quantisation levels (256 for 8-bit images, 17 for the scikit-learn
     digits) and `D` entries per event, with `c = 1/2` if `centered` else `c = 0`:
 
     - inverse (preprocessing, data -> model): `x = y / K - c`, mapping `[0, K)` to
@@ -44,7 +44,7 @@ class LevelScaling(FlowBijector):
     of generative models", arXiv:1511.01844 (section 3.1, dequantization).
 
     Args:
-        num_levels: number of levels `K` of the discrete data, an int >= 2.
+        num_bins: number of levels `K` of the discrete data, an int >= 2.
         event_shape: event shape, `[D]` or `[H, W, C]`.
         centered: map to `[-1/2, 1/2)` instead of `[0, 1)` (Glow's convention). The
             logit transform needs `centered=False`.
@@ -61,22 +61,22 @@ class LevelScaling(FlowBijector):
         -11.0904
     """
 
-    def __init__(self, num_levels, event_shape, centered=False, validate_args=False,
+    def __init__(self, num_bins, event_shape, centered=False, validate_args=False,
                  name="level_scaling"):
         parameters = dict(locals())
-        if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-            raise ValueError(f"num_levels must be an int >= 2, got {num_levels!r}")
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+            raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
         if not isinstance(centered, bool):
             raise TypeError(f"centered must be a bool, got {centered!r}")
-        self.num_levels = num_levels
+        self.num_bins = num_bins
         self.centered = centered
         shape = check_event_shape(event_shape)
-        self._log_det_per_example = _num_elements(shape) * math.log(num_levels)
+        self._log_det_per_example = _num_elements(shape) * math.log(num_bins)
         super().__init__(shape, parameters=parameters, name=name,
                          validate_args=validate_args)
 
     def _transform(self, x, inverse, context=None):
-        levels = tf.constant(float(self.num_levels), x.dtype)
+        levels = tf.constant(float(self.num_bins), x.dtype)
         offset = tf.constant(0.5 if self.centered else 0.0, x.dtype)
         event_rank = len(self._event_shape_in)
         if inverse:

@@ -1,7 +1,7 @@
 """Datasets: toy 2-D densities, integer image sets (digits, tfds), plots of 2-D densities."""
 
 from tfp_flows.datasets.images import (
-    DIGITS_NUM_LEVELS,
+    DIGITS_NUM_BINS,
     dequantize_dataset,
     load_digits,
     load_tfds,
@@ -18,7 +18,7 @@ from tfp_flows.datasets.toy import (
 )
 
 __all__ = [
-    "DIGITS_NUM_LEVELS",
+    "DIGITS_NUM_BINS",
     "TOY_DATASETS",
     "checkerboard",
     "density_grid",

@@ -10,17 +10,17 @@ import tensorflow as tf
 
 from tfp_flows.distributions import uniform_dequantize
 
-__all__ = ["DIGITS_NUM_LEVELS", "dequantize_dataset", "load_digits", "load_tfds"]
+__all__ = ["DIGITS_NUM_BINS", "dequantize_dataset", "load_digits", "load_tfds"]
 
 # The scikit-learn digits are 8x8 counts of set pixels in 4x4 blocks: values 0..16.
-DIGITS_NUM_LEVELS = 17
+DIGITS_NUM_BINS = 17
 _DIGITS_TRAIN = 1437
 
 
 def load_digits(seed=0):
     """The 1,797 scikit-learn 8x8 digits as integer images, split 1,437 train / 360 test.
 
-    Pixels take the 17 levels `0..16` (`DIGITS_NUM_LEVELS`); use `num_levels=17` for
+    Pixels take the 17 levels `0..16` (`DIGITS_NUM_BINS`); use `num_bins=17` for
     scaling and bits per dimension. The data ships with scikit-learn: no download.
 
     Args:

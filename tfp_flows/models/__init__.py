@@ -2,5 +2,6 @@
 
 from tfp_flows.models.coupling_flows import NICE, RealNVP
 from tfp_flows.models.flow import Flow
+from tfp_flows.models.glow import Glow
 
-__all__ = ["NICE", "Flow", "RealNVP"]
+__all__ = ["NICE", "Flow", "Glow", "RealNVP"]

@@ -82,9 +82,13 @@ class Flow(keras.Model):
 
     def call(self, inputs, training=False):
         """Returns `log_prob` of `inputs` (a tensor, or a dict with `x` and `context`)."""
+        # Keras casts inputs to the compute dtype (float16 under mixed precision); the
+        # density and its log-dets are computed in the variable dtype (float32).
         if isinstance(inputs, dict):
-            return self._log_prob(inputs["x"], inputs.get("context"))
-        return self._log_prob(inputs, None)
+            context = inputs.get("context")
+            return self._log_prob(tf.cast(inputs["x"], self.dtype),
+                                  None if context is None else tf.cast(context, self.dtype))
+        return self._log_prob(tf.cast(inputs, self.dtype), None)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configures training by negative log-likelihood; takes Keras' other arguments.

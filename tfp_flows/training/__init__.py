@@ -1,6 +1,16 @@
-"""Training utilities: bits-per-dim metric and callbacks."""
+"""Training utilities: bits-per-dim metric, callbacks, checkpoints and TensorBoard logs."""
 
 from tfp_flows.training.callbacks import NaNGuard
+from tfp_flows.training.checkpoints import (
+    EpochCheckpoint,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    resume,
+)
 from tfp_flows.training.metrics import BitsPerDim, bits_per_dim
+from tfp_flows.training.tensorboard import EpochSummaries, tensorboard_callback
 
-__all__ = ["BitsPerDim", "NaNGuard", "bits_per_dim"]
+__all__ = ["BitsPerDim", "EpochCheckpoint", "EpochSummaries", "NaNGuard", "bits_per_dim",
+           "checkpoint_path", "latest_checkpoint", "list_checkpoints", "resume",
+           "tensorboard_callback"]

@@ -7,38 +7,38 @@ import keras
 __all__ = ["DENSITY_SPACES", "BitsPerDim", "bits_per_dim"]
 
 # Where the evaluated density lives, relative to the data's K discrete levels.
-DENSITY_SPACES = ("levels", "unit")
+DENSITY_SPACES = ("bins", "unit")
 
 
-def _check_discrete(num_levels, density_space):
-    if num_levels is None:
+def _check_discrete(num_bins, density_space):
+    if num_bins is None:
         if density_space is not None:
             raise ValueError(
-                f"density_space={density_space!r} needs num_levels (the number of discrete "
-                f"levels K of the data); got num_levels=None")
+                f"density_space={density_space!r} needs num_bins (the number of discrete "
+                f"levels K of the data); got num_bins=None")
         return
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 2:
-        raise ValueError(f"num_levels must be an int >= 2 or None, got {num_levels!r}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+        raise ValueError(f"num_bins must be an int >= 2 or None, got {num_bins!r}")
     if density_space not in DENSITY_SPACES:
         raise ValueError(
-            f"with num_levels={num_levels}, density_space must say where the density lives: "
-            f"'levels' (dequantized data in [0, {num_levels})) or 'unit' (data divided by "
-            f"{num_levels}, in [0, 1) or [-0.5, 0.5)); got {density_space!r}")
+            f"with num_bins={num_bins}, density_space must say where the density lives: "
+            f"'bins' (dequantized data in [0, {num_bins})) or 'unit' (data divided by "
+            f"{num_bins}, in [0, 1) or [-0.5, 0.5)); got {density_space!r}")
 
 
-def bits_per_dim(nll, num_dims, *, num_levels=None, density_space=None):
+def bits_per_dim(nll, num_dims, *, num_bins=None, density_space=None):
     """Converts a negative log-likelihood in nats per example to bits per dimension.
 
-    Continuous data (the default, `num_levels=None`): `bpd = nll / (D ln 2)`, with
+    Continuous data (the default, `num_bins=None`): `bpd = nll / (D ln 2)`, with
     `D = num_dims`.
 
-    Discrete data with `K = num_levels` levels per dimension (256 for 8-bit images, 17 for
+    Discrete data with `K = num_bins` levels per dimension (256 for 8-bit images, 17 for
     the scikit-learn digits, whose pixels take the values 0..16), uniformly dequantized to
     `y = x + u` in `[0, K)^D`: the bits per dimension of the discrete data, an upper bound
     on its true value, are `-log p_Y(y) / (D ln 2)` with `p_Y` the density over `y` itself.
     `density_space` names the space of the density whose NLL you pass:
 
-    - `"levels"`: the density is over `y in [0, K)^D`, in units of one level; the log-det
+    - `"bins"`: the density is over `y in [0, K)^D`, in units of one level; the log-det
       of any rescaling (e.g. `tfp_flows.bijectors.LevelScaling`) is part of the flow.
       `bpd = nll / (D ln 2)`.
     - `"unit"`: the density is over `y / K` (in `[0, 1)^D`, or `[-1/2, 1/2)^D` after a
@@ -46,35 +46,35 @@ def bits_per_dim(nll, num_dims, *, num_levels=None, density_space=None):
       Since `p_Y(y) = p(y / K) / K^D`: `bpd = (nll + D ln K) / (D ln 2)`.
 
     Densities over other spaces (logits, standardized data) must include those maps in the
-    flow and use `"levels"`.
+    flow and use `"bins"`.
 
     Args:
         nll: negative log-likelihood in nats per example (a number or a tensor).
         num_dims: number of dimensions of one example (the event size `D`).
-        num_levels: number of discrete levels `K` of the data, or `None` for continuous
+        num_bins: number of discrete levels `K` of the data, or `None` for continuous
             data.
-        density_space: `"levels"` or `"unit"`; required with `num_levels` and not allowed
+        density_space: `"bins"` or `"unit"`; required with `num_bins` and not allowed
             without it.
 
     Returns:
         Bits per dimension, of the type of `nll`.
 
     Raises:
-        ValueError: `num_dims` is not a positive int, `num_levels` is not an int >= 2, or
-            `density_space` is missing, unknown, or given without `num_levels`.
+        ValueError: `num_dims` is not a positive int, `num_bins` is not an int >= 2, or
+            `density_space` is missing, unknown, or given without `num_bins`.
 
     Example:
         >>> round(bits_per_dim(2 * math.log(2.0), 2), 6)
         1.0
         >>> # A flow over [0, 1) that assigns density 1 everywhere: 8 bits per 8-bit pixel.
-        >>> bits_per_dim(0.0, 3, num_levels=256, density_space="unit")
+        >>> bits_per_dim(0.0, 3, num_bins=256, density_space="unit")
         8.0
     """
     if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
         raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
-    _check_discrete(num_levels, density_space)
+    _check_discrete(num_bins, density_space)
     if density_space == "unit":
-        nll = nll + num_dims * math.log(num_levels)
+        nll = nll + num_dims * math.log(num_bins)
     return nll / (num_dims * math.log(2.0))
 
 
@@ -83,29 +83,29 @@ class BitsPerDim(keras.metrics.Mean):
     """Running mean of bits per dimension, updated from per-example log-probabilities.
 
     Each `log_prob` is converted with `bits_per_dim(-log_prob, num_dims,
-    num_levels=num_levels, density_space=density_space)`.
+    num_bins=num_bins, density_space=density_space)`.
 
     Args:
         num_dims: number of dimensions of one example.
-        num_levels: number of discrete levels of the data, or `None` (continuous data).
-        density_space: `"levels"` or `"unit"` with `num_levels`; see `bits_per_dim`.
+        num_bins: number of discrete levels of the data, or `None` (continuous data).
+        density_space: `"bins"` or `"unit"` with `num_bins`; see `bits_per_dim`.
         name: metric name.
     """
 
-    def __init__(self, num_dims, num_levels=None, density_space=None, name="bits_per_dim",
+    def __init__(self, num_dims, num_bins=None, density_space=None, name="bits_per_dim",
                  **kwargs):
         super().__init__(name=name, **kwargs)
-        bits_per_dim(0.0, num_dims, num_levels=num_levels,
+        bits_per_dim(0.0, num_dims, num_bins=num_bins,
                      density_space=density_space)  # validates the arguments
         self.num_dims = num_dims
-        self.num_levels = num_levels
+        self.num_bins = num_bins
         self.density_space = density_space
 
     def update_state(self, log_prob, sample_weight=None):
         return super().update_state(
-            bits_per_dim(-log_prob, self.num_dims, num_levels=self.num_levels,
+            bits_per_dim(-log_prob, self.num_dims, num_bins=self.num_bins,
                          density_space=self.density_space), sample_weight)
 
     def get_config(self):
         return {**super().get_config(), "num_dims": self.num_dims,
-                "num_levels": self.num_levels, "density_space": self.density_space}
+                "num_bins": self.num_bins, "density_space": self.density_space}

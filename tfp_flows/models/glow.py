@@ -1,0 +1,150 @@
+"""The Glow builder: multi-scale flow of ActNorm, invertible 1x1 convolutions and couplings."""
+
+import keras
+import tensorflow_probability as tfp
+
+from tfp_flows import bijectors, nets
+from tfp_flows.models.flow import Flow
+
+__all__ = ["Glow"]
+
+_COUPLINGS = {"affine": bijectors.AffineCoupling, "additive": bijectors.AdditiveCoupling}
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class Glow(Flow):
+    """Glow: `num_levels` levels of `num_steps` (ActNorm, 1x1 conv, coupling) steps.
+
+    In the data -> noise direction each level squeezes `[H, W, C] -> [H/2, W/2, 4C]`, runs
+    its steps (ActNorm, invertible 1x1 convolution, affine or additive coupling with a
+    zero-initialised conv conditioner), then factors out half of the channels: with
+    `split_prior=True` the factored-out half `z_2` is normalised by a learned Gaussian
+    conditioned on the kept half, `eps_2 = (z_2 - mu(z_1)) * exp(-log_sigma(z_1))` (an
+    affine coupling, so the flow stays one bijector chain), and the kept half `z_1` goes
+    through the next level. The pieces are unsqueezed back, so the noise has the data's
+    event shape and a standard Normal base.
+
+    With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
+    over dequantized data in `[0, K)` (for example `uniform_dequantize`d 8-bit images with
+    `K = 256`), so the reported NLL and `bits_per_dim` are those of the discrete data.
+
+    Reference: Kingma, Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
+    arXiv:1807.03039.
+
+    Args:
+        event_shape: `[H, W, C]` with `H` and `W` divisible by `2 ** num_levels`.
+        num_levels: number of levels `L`.
+        num_steps: steps `K` per level.
+        hidden_channels: width of the coupling conditioners (conv ResNets).
+        num_blocks: residual blocks per conditioner.
+        coupling: `"affine"` or `"additive"`.
+        lu: LU-parameterised 1x1 convolutions (else plain kernels).
+        split_prior: learned Gaussian prior for each factored-out half.
+        num_bins: number of discrete values per dimension of the data (`None`: the flow
+            models continuous data as given).
+        log_scale_bound: bound of the soft-clamped coupling log-scales.
+        context_size: context vector size for a conditional flow.
+        seed: seed of the 1x1 convolutions' random orthogonal initialisation.
+        **kwargs: `name`, `dtype` of the Keras model.
+
+    Example:
+        >>> flow = Glow([8, 8, 1], num_levels=2, num_steps=1, hidden_channels=8)
+        >>> flow.sample(2, seed=0).shape
+        TensorShape([2, 8, 8, 1])
+    """
+
+    def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=128,
+                 num_blocks=1, coupling="affine", lu=True, split_prior=True, num_bins=None,
+                 log_scale_bound=3.0, context_size=None, seed=0, **kwargs):
+        super().__init__(event_shape, context_size=context_size, **kwargs)
+        if len(self.event_shape) != 3:
+            raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
+        self.num_levels = _positive_int("num_levels", num_levels)
+        self.num_steps = _positive_int("num_steps", num_steps)
+        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
+        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        size = 2 ** self.num_levels
+        if self.event_shape[0] % size or self.event_shape[1] % size:
+            raise ValueError(f"Glow with num_levels={num_levels} needs height and width "
+                             f"divisible by {size}, got event_shape {self.event_shape}")
+        if coupling not in _COUPLINGS:
+            raise ValueError(f"coupling must be one of {sorted(_COUPLINGS)}, got {coupling!r}")
+        if num_bins is not None:
+            _positive_int("num_bins", num_bins)
+        self.coupling = coupling
+        self.lu = bool(lu)
+        self.split_prior = bool(split_prior)
+        self.num_bins = num_bins
+        self.log_scale_bound = log_scale_bound
+        self.seed = seed
+        self.actnorms, self.kernels, self.conditioners, self.priors = [], [], [], []
+        steps = [self._level(self.event_shape, 0)]
+        if num_bins is not None:
+            steps.append(bijectors.LevelScaling(num_bins, self.event_shape, centered=True))
+        self._set_bijectors(steps)
+
+    def _coupling(self, coupling_class, shape, parity, name, conditioners):
+        conditioner = nets.ConvResNet(
+            self.hidden_channels, self.num_blocks,
+            coupling_class.conditioner_output_size(shape, "half", parity),
+            dtype=self.dtype_policy, name=f"{name}_conditioner")
+        conditioners.append(conditioner)
+        extra = {}
+        if coupling_class is bijectors.AffineCoupling:
+            extra["log_scale_bound"] = self.log_scale_bound
+        return coupling_class(conditioner, shape, mask="half", parity=parity,
+                              conditional=self.conditional, name=name, **extra)
+
+    def _step(self, shape, name, parity):
+        """One Glow step in base -> data order: coupling, 1x1 conv, ActNorm."""
+        actnorm = nets.ActNormParams(shape[-1], dtype=self.dtype_policy, name=f"{name}_actnorm")
+        kernel = nets.Conv1x1Kernel(shape[-1], lu=self.lu, seed=self.seed + len(self.kernels),
+                                    dtype=self.dtype_policy, name=f"{name}_conv1x1")
+        self.actnorms.append(actnorm)
+        self.kernels.append(kernel)
+        return [
+            self._coupling(_COUPLINGS[self.coupling], shape, parity, f"{name}_coupling",
+                           self.conditioners),
+            bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"),
+            bijectors.ActNorm(actnorm, shape, name=f"{name}_actnorm"),
+        ]
+
+    def _level(self, shape, index):
+        """Level `index` on event `shape`, as one shape-preserving bijector."""
+        squeeze = bijectors.Squeeze(shape, name=f"level_{index}_squeeze")
+        squeezed = squeeze.output_event_shape
+        sequence = [squeeze]
+        if index + 1 < self.num_levels:
+            keep = squeezed[-1] // 2
+            deeper = self._level([*squeezed[:-1], keep], index + 1)
+            sequence.append(bijectors.SplitChannels(deeper, squeezed, keep,
+                                                    name=f"level_{index}_split"))
+            if self.split_prior:
+                sequence.append(self._coupling(bijectors.AffineCoupling, squeezed, 0,
+                                               f"level_{index}_prior", self.priors))
+        for step in reversed(range(self.num_steps)):
+            sequence += self._step(squeezed, f"level_{index}_step_{step}", step % 2)
+        sequence.append(tfp.bijectors.Invert(bijectors.Squeeze(shape),
+                                             name=f"level_{index}_unsqueeze"))
+        return bijectors.FlowChain(list(reversed(sequence)), name=f"level_{index}")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_levels": self.num_levels,
+            "num_steps": self.num_steps,
+            "hidden_channels": self.hidden_channels,
+            "num_blocks": self.num_blocks,
+            "coupling": self.coupling,
+            "lu": self.lu,
+            "split_prior": self.split_prior,
+            "num_bins": self.num_bins,
+            "log_scale_bound": self.log_scale_bound,
+            "seed": self.seed,
+        }
