@@ -413,3 +413,14 @@ def test_fit_with_nan_raises_before_training():
     assert int(flow.optimizer.iterations.numpy()) == 0
     for old, new in zip(before, flow.get_weights(), strict=True):
         np.testing.assert_array_equal(old, new)
+
+
+def test_mixed_precision_trains_with_float32_density():
+    flow = models.RealNVP([4], num_layers=2, hidden_units=[8], dtype="mixed_float16")
+    assert flow.conditioners[0].compute_dtype == "float16"
+    x, _ = data(flow, batch=64)
+    flow.compile(optimizer="adam")
+    history = flow.fit(x, batch_size=32, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    log_prob = flow.log_prob(x)
+    assert log_prob.dtype == tf.float32 and np.all(np.isfinite(log_prob))
