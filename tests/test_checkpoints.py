@@ -112,6 +112,10 @@ def test_temporary_and_unrelated_files_are_ignored(trained, tmp_path):
     (directory / "notes.txt").write_text("x")
     assert [n for n, _ in list_checkpoints(directory)] == [1, 2, 3]
     assert latest_checkpoint(directory)[1] == 3
+    # Leftovers of a process killed mid-save are cleared when training starts again.
+    EpochCheckpoint(directory).on_train_begin()
+    assert not (directory / ".tmp-0123abcd-epoch-0009.keras").exists()
+    assert (directory / "notes.txt").exists() and (directory / "epoch-9.keras").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
@@ -214,3 +218,10 @@ def test_epoch_summaries_write_tensorboard_scalars(tmp_path):
             ("train", "epoch_learning_rate"), ("validation", "epoch_loss")} <= set(scalars)
     assert [step for step, _ in scalars[("train", "epoch_loss")]] == [0, 1]
     assert all(np.isfinite(v) for _, v in scalars[("train", "epoch_loss")])
+
+
+def test_metadata_must_be_a_json_serialisable_dict(tmp_path):
+    with pytest.raises(TypeError, match="metadata must be a dict or None, got list"):
+        EpochCheckpoint(tmp_path, metadata=[1])
+    with pytest.raises(TypeError, match="metadata must be JSON-serialisable"):
+        EpochCheckpoint(tmp_path, metadata={"x": object()})

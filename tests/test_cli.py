@@ -222,6 +222,7 @@ def test_resume_completes_the_requested_epochs(resumed_run):
     with open(resumed / "metrics.json") as file:
         metrics = json.load(file)
     assert metrics["initial_epoch"] == 2 and metrics["epochs"] == 4
+    assert metrics["completed_epochs"] == 4
 
 
 def test_checkpoints_written_before_the_interruption_survive(resumed_run):
@@ -313,3 +314,18 @@ def test_a_fresh_run_replaces_checkpoints_and_logs_of_an_earlier_one(resumed_run
     assert "holds checkpoints of an earlier run" in capsys.readouterr().out
     assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
     assert _epoch_loss_steps(out / "logs" / "train") == [0]
+
+
+def test_resume_with_more_epochs_stretches_the_schedule(resumed_run, tmp_path):
+    _, resumed, _, _ = resumed_run
+    out = tmp_path / "longer"
+    shutil.copytree(resumed / "checkpoints", out / "checkpoints")
+    argv = [*RESUME_ARGS, "--out", str(out), "--resume"]
+    argv[argv.index("--epochs") + 1] = "5"
+    status, printed = _quiet_main(argv)
+    assert status == 0
+    # Without this the cosine schedule, over at epoch 4, would train on at a rate of 0.
+    assert "the cosine learning-rate schedule now decays over 5 epochs" in printed
+    assert _index(out)["completed_epochs"] == 5
+    assert _index(out)["optimizer_iterations"] == 25
+    assert _index(out)["metadata"]["settings"]["epochs"] == 5

@@ -240,7 +240,9 @@ def _resume_from_checkpoint(settings, directory, steps_per_epoch):
     Returns `(None, 0)` when there is none. Raises `ResumeError` if the checkpoint was
     written with settings (other than `epochs`) that differ from `settings`.
     """
-    from tfp_flows.training import resume
+    import keras
+
+    from tfp_flows.training import checkpoint_path, resume
 
     flow, completed = resume(directory)
     if flow is None:
@@ -261,30 +263,18 @@ def _resume_from_checkpoint(settings, directory, steps_per_epoch):
                 f"({described}); rerun with the same settings, or without --resume to "
                 "start over")
     print(f"--resume: continuing from {completed} completed epoch(s) "
-          f"({os.path.basename(_checkpoint_file(directory, completed))}), "
+          f"({os.path.basename(checkpoint_path(directory, completed))}), "
           f"{settings['epochs']} in all")
     schedule = getattr(flow.optimizer, "_learning_rate", None)
     decay_steps = steps_per_epoch * settings["epochs"]
-    if (completed < settings["epochs"] and isinstance(schedule, _cosine_decay_class())
-            and schedule.decay_steps != decay_steps):
+    cosine = isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    if completed < settings["epochs"] and cosine and schedule.decay_steps != decay_steps:
         # --epochs changed: stretch the schedule over the new total. The learning rate
         # jumps once, but training goes on instead of continuing at a rate of zero.
         print(f"--resume: --epochs differs from the checkpointed run; the cosine "
               f"learning-rate schedule now decays over {settings['epochs']} epochs")
         schedule.decay_steps = decay_steps
     return flow, completed
-
-
-def _checkpoint_file(directory, completed):
-    from tfp_flows.training import checkpoint_path
-
-    return checkpoint_path(directory, completed)
-
-
-def _cosine_decay_class():
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay
 
 
 def _shuffled_batches(train, batch_size, seed):
@@ -429,6 +419,7 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         "seconds": time.perf_counter() - start,
         "train_seconds": train_seconds,
         "initial_epoch": initial_epoch,
+        "completed_epochs": max(initial_epoch, settings["epochs"]),
         "versions": _versions(),
     }
     _write_json(os.path.join(out, "metrics.json"), metrics)

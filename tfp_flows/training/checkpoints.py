@@ -120,7 +120,7 @@ def resume(directory, custom_objects=None):
     for path, completed in _usable_checkpoints(directory):
         try:
             model = keras.saving.load_model(path, custom_objects=custom_objects)
-        except Exception as error:  # noqa: BLE001 - any failure means: try the previous one
+        except Exception as error:  # any failure to load means: try the previous one
             warnings.warn(f"skipping checkpoint {path} that failed to load: "
                           f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
             continue
@@ -146,6 +146,30 @@ def _write_json_atomically(path, payload):
 def _fsync_file(path):
     with open(path, "rb") as file:
         os.fsync(file.fileno())
+
+
+def _fsync_directory(directory):
+    """Makes a rename in `directory` durable (where the platform allows it)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _scalar_logs(logs):
+    scalars = {}
+    for key, value in (logs or {}).items():
+        try:
+            scalars[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return scalars
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -186,6 +210,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
             raise ValueError(f"keep must be a positive int or None, got {keep!r}")
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as error:
+            # Found now rather than after the first epoch's training.
+            raise TypeError(f"metadata must be JSON-serialisable: {error}") from error
         self.directory = os.path.abspath(os.fspath(directory))
         self.keep = keep
         self.fresh = bool(fresh)
@@ -194,6 +223,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.directory, exist_ok=True)
+        # Temporary files of a process killed while saving; one run writes here at a time.
+        for name in os.listdir(self.directory):
+            if name.startswith(_STAGING_PREFIX):
+                self._remove(os.path.join(self.directory, name))
 
     def on_epoch_end(self, epoch, logs=None):
         completed = epoch + 1
@@ -205,7 +238,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "latest": os.path.basename(path),
             "completed_epochs": completed,
             "optimizer_iterations": None if iterations is None else int(iterations),
-            "logs": {key: float(value) for key, value in (logs or {}).items()},
+            "logs": _scalar_logs(logs),
             "metadata": self.metadata,
         })
         self._prune(completed, path)
@@ -220,6 +253,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model.save(staging)
             _fsync_file(staging)
             os.replace(staging, path)
+            _fsync_directory(self.directory)
         finally:
             if os.path.exists(staging):
                 os.remove(staging)
