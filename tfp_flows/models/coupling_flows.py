@@ -3,7 +3,7 @@
 import keras
 
 from tfp_flows import bijectors, nets
-from tfp_flows.models.flow import Flow
+from tfp_flows.models.flow import Flow, check_positive_int
 
 __all__ = ["NICE", "RealNVP"]
 
@@ -20,8 +20,7 @@ class _CouplingFlow(Flow):
                  num_blocks=2, hidden_channels=64, mask=None, permutation=None,
                  context_size=None, seed=0, **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        check_positive_int("num_layers", num_layers)
         if conditioner not in _CONDITIONERS:
             raise ValueError(f"conditioner must be one of {_CONDITIONERS}, got {conditioner!r}")
         if permutation not in _PERMUTATIONS:

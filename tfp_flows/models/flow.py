@@ -19,6 +19,13 @@ __all__ = ["Flow"]
 tfd = tfp.distributions
 
 
+def check_positive_int(name, value):
+    """Returns `value` if it is a positive Python int (not a bool), else raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
 def _accelerator_present():
     return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 

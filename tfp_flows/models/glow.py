@@ -4,17 +4,11 @@ import keras
 import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
-from tfp_flows.models.flow import Flow
+from tfp_flows.models.flow import Flow, check_positive_int
 
 __all__ = ["Glow"]
 
 _COUPLINGS = {"affine": bijectors.AffineCoupling, "additive": bijectors.AdditiveCoupling}
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -65,10 +59,10 @@ class Glow(Flow):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
-        self.num_levels = _positive_int("num_levels", num_levels)
-        self.num_steps = _positive_int("num_steps", num_steps)
-        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        self.num_levels = check_positive_int("num_levels", num_levels)
+        self.num_steps = check_positive_int("num_steps", num_steps)
+        self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        self.num_blocks = check_positive_int("num_blocks", num_blocks)
         size = 2 ** self.num_levels
         if self.event_shape[0] % size or self.event_shape[1] % size:
             raise ValueError(f"Glow with num_levels={num_levels} needs height and width "
@@ -76,7 +70,7 @@ class Glow(Flow):
         if coupling not in _COUPLINGS:
             raise ValueError(f"coupling must be one of {sorted(_COUPLINGS)}, got {coupling!r}")
         if num_bins is not None:
-            _positive_int("num_bins", num_bins)
+            check_positive_int("num_bins", num_bins)
         self.coupling = coupling
         self.lu = bool(lu)
         self.split_prior = bool(split_prior)
