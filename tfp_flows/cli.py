@@ -41,7 +41,6 @@ import platform
 import shutil
 import sys
 import time
-import uuid
 
 __all__ = ["main"]
 
@@ -201,21 +200,6 @@ def _versions():
     return {"tfp_flows": tfp_flows.__version__, "tensorflow": tf.__version__,
             "tensorflow_probability": tfp.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
-
-
-def _write_json(path, payload):
-    """Writes `payload` to `path` through a temporary file and `os.replace`."""
-    # Not mkstemp: its files are private (0600); this one gets the usual permissions.
-    directory, name = os.path.split(os.path.abspath(path))
-    staging = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(staging, "x") as file:
-            json.dump(payload, file, indent=2, sort_keys=True)
-            file.write("\n")
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
 
 
 class ResumeError(ValueError):
@@ -405,6 +389,7 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
                  title=f"{settings['model']} samples")
     flow.export(os.path.join(out, "saved_model"))
     from tfp_flows.training import bits_per_dim
+    from tfp_flows.training.checkpoints import _write_json_atomically
 
     metrics = {
         **settings,
@@ -422,7 +407,7 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         "completed_epochs": max(initial_epoch, settings["epochs"]),
         "versions": _versions(),
     }
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    _write_json_atomically(os.path.join(out, "metrics.json"), metrics)
     return metrics
 
 

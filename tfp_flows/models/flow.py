@@ -353,9 +353,7 @@ class Flow(keras.Model):
         context_spec = [self._spec([self.context_size])] if self.conditional else []
 
         def with_context(fn):
-            if self.conditional:
-                return lambda value, context: fn(value, context)
-            return lambda value: fn(value, None)
+            return fn if self.conditional else lambda value: fn(value, None)
 
         archive.add_endpoint("log_prob", with_context(self._log_prob), [x_spec, *context_spec])
         archive.add_endpoint("forward", with_context(self._forward), [x_spec, *context_spec])

@@ -129,6 +129,7 @@ def resume(directory, custom_objects=None):
 
 
 def _write_json_atomically(path, payload):
+    """Writes `payload` as JSON to `path` through a synced temporary file and `os.replace`."""
     directory, name = os.path.split(path)
     staging = os.path.join(directory, f"{_STAGING_PREFIX}{uuid.uuid4().hex}-{name}")
     try:
