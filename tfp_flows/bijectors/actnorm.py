@@ -1,6 +1,7 @@
 """Glow's activation normalisation, with data-dependent initialisation."""
 
 import contextlib
+import math
 import threading
 
 import keras
@@ -100,11 +101,8 @@ class ActNorm(FlowBijector):
             # Base noise is no data to initialise from.
             log_scale, bias = self.params_layer(x, training=False)
         # One log-scale per channel, counted once per pixel of an image.
-        pixels = 1
-        for size in self._event_shape_in[:-1]:
-            pixels *= size
-        log_det = tf.cast(pixels, x.dtype) * tf.reduce_sum(log_scale) * tf.ones(
-            tf.shape(x)[:-len(self._event_shape_in)], x.dtype)
+        pixels = math.prod(self._event_shape_in[:-1])
+        log_det = self._per_example(tf.cast(pixels, x.dtype) * tf.reduce_sum(log_scale), x)
         if inverse:
             return (x + bias) * tf.exp(log_scale), log_det
         return x * tf.exp(-log_scale) - bias, -log_det

@@ -62,6 +62,10 @@ class FlowBijector(tfp.bijectors.Bijector):
     def _transform(self, x, inverse, context=None):
         raise NotImplementedError
 
+    def _per_example(self, log_det, x):
+        """Broadcasts an example-independent log-det over the batch dimensions of `x`."""
+        return log_det * tf.ones(tf.shape(x)[:tf.rank(x) - len(self._event_shape_in)], x.dtype)
+
     def _check_input(self, x, context):
         expected = self._event_shape_in
         rank = x.shape.rank

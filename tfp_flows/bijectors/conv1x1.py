@@ -58,4 +58,4 @@ class InvertibleConv1x1(FlowBijector):
         log_det = tf.cast(self._num_pixels * log_abs_det, x.dtype)
         if inverse:
             log_det = -log_det
-        return y, log_det * tf.ones(tf.shape(x)[:-len(self._event_shape_in)], x.dtype)
+        return y, self._per_example(log_det, x)

@@ -20,11 +20,6 @@ def _num_elements(event_shape):
     return math.prod(event_shape)
 
 
-def _broadcast_log_det(value, x, event_rank):
-    """A per-example log-det equal to `value` for every example of the batch `x`."""
-    return value * tf.ones(tf.shape(x)[:tf.rank(x) - event_rank], x.dtype)
-
-
 class LevelScaling(FlowBijector):
     """Affine map between dequantized levels `[0, K)` and the unit interval.
 
@@ -78,14 +73,13 @@ class LevelScaling(FlowBijector):
     def _transform(self, x, inverse, context=None):
         levels = tf.constant(float(self.num_bins), x.dtype)
         offset = tf.constant(0.5 if self.centered else 0.0, x.dtype)
-        event_rank = len(self._event_shape_in)
         if inverse:
             y = x / levels - offset
             log_det = -self._log_det_per_example
         else:
             y = (x + offset) * levels
             log_det = self._log_det_per_example
-        return y, _broadcast_log_det(tf.constant(log_det, x.dtype), x, event_rank)
+        return y, self._per_example(tf.constant(log_det, x.dtype), x)
 
 
 class LogitTransform(FlowBijector):

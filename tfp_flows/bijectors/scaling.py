@@ -48,6 +48,4 @@ class DiagonalScale(FlowBijector):
         log_scale = tf.broadcast_to(log_scale, tf.shape(x)[-len(self._event_shape_in):])
         if inverse:
             log_scale = -log_scale
-        log_det = tf.reduce_sum(log_scale) * tf.ones(
-            tf.shape(x)[:-len(self._event_shape_in)], x.dtype)
-        return x * tf.exp(log_scale), log_det
+        return x * tf.exp(log_scale), self._per_example(tf.reduce_sum(log_scale), x)
