@@ -1,16 +1,19 @@
-"""Speed benchmark of tfp_flows: train steps/s, log_prob rows/s and samples/s per mode.
+"""Speed benchmark of tfp_flows: train steps/s, log_prob and sampling rates, peak memory.
 
 Modes: `eager` (no graph), `function` (`tf.function`), `xla` (`tf.function(jit_compile=True)`;
-for training, `compile(jit_compile=True)`). Results are printed and written to
-`docs/benchmarks.md` (with `--write`).
+for training, `compile(jit_compile=True)`). Each (case, mode) runs in its own process, so
+its peak resident memory is that of measuring this mode alone. Results are printed and
+written to `docs/benchmarks.md` (with `--write`).
 
-Usage: python benchmarks/run.py [--write] [--repeats 3] [--only vector|image]
+Usage: python benchmarks/run.py [--write] [--repeats N] [--only vector|image|glow]
 """
 
 import argparse
 import json
 import os
-import platform
+import resource
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,29 +21,70 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
+from _report import machine, write_section  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
 
 MODES = ("eager", "function", "xla")
 
+
+def _normal(rng, shape):
+    return rng.normal(size=shape).astype("float32")
+
+
+def _dequantized_levels(rng, shape):
+    """8-bit levels 0..255 plus uniform noise: dequantized data in [0, 256)."""
+    return (rng.integers(0, 256, size=shape) + rng.uniform(size=shape)).astype("float32")
+
+
+# Per case: `train_steps` is (eager, graph) train steps per timed `fit` call; each rate is
+# the best of `repeats` timings of at least `min_seconds` (and at least one call) each.
+DEFAULTS = dict(unit="rows", data=_normal, train_steps=(5, 20), min_seconds=1.0, repeats=3)
+# `--smoke`: every case shrunk to a tiny model, to check that the script runs end to end.
+SMOKE = dict(train_steps=(1, 1), min_seconds=0.1, repeats=1)
+
 CASES = {
     "vector": dict(
         title="RealNVP, event 64, 8 couplings, MLP 256x256, batch 512",
         build=lambda: tff.models.RealNVP([64], num_layers=8, hidden_units=[256, 256]),
-        event_shape=[64], batch=512),
+        batch=512,
+        smoke=dict(build=lambda: tff.models.RealNVP([4], num_layers=2, hidden_units=[8]),
+                   batch=8)),
     "image": dict(
         title="RealNVP, event 28x28x1, 4 checkerboard couplings, ConvResNet 64ch x 2 blocks, "
               "batch 64",
         build=lambda: tff.models.RealNVP([28, 28, 1], num_layers=4, hidden_channels=64,
                                          num_blocks=2),
-        event_shape=[28, 28, 1], batch=64),
+        batch=64, unit="images", train_steps=(2, 5),
+        smoke=dict(build=lambda: tff.models.RealNVP([8, 8, 1], num_layers=2,
+                                                    hidden_channels=4, num_blocks=1),
+                   batch=4)),
+    "glow": dict(
+        title="Glow, event 28x28x1 (MNIST size), L=2, K=8, 128 hidden channels, batch 64",
+        build=lambda: tff.models.Glow([28, 28, 1], num_levels=2, num_steps=8,
+                                      hidden_channels=128, num_bins=256),
+        batch=64, unit="images", data=_dequantized_levels, train_steps=(1, 1),
+        min_seconds=5.0, repeats=2,
+        smoke=dict(build=lambda: tff.models.Glow([8, 8, 1], num_levels=2, num_steps=1,
+                                                 hidden_channels=4, num_bins=256),
+                   batch=4)),
 }
 
 
-def _rate(fn, count, repeats, min_seconds=1.0):
+def settings(name, smoke=False, repeats=None):
+    """The case `name` with defaults filled in, shrunk by `smoke`, `repeats` overridden."""
+    case = {**DEFAULTS, **CASES[name]}
+    shrink = case.pop("smoke")
+    if smoke:
+        case.update(SMOKE, **shrink, title=case["title"] + " [smoke: tiny model]")
+    if repeats:
+        case["repeats"] = repeats
+    return case
+
+
+def _rate(fn, count, repeats, min_seconds):
     """Best rate (count / s) over `repeats` timings, each running `fn` for >= min_seconds."""
-    fn()  # warm-up: tracing and compilation are excluded
+    fn()  # warm-up: tracing, compilation and ActNorm's data-dependent init are excluded
     best = 0.0
     for _ in range(repeats):
         calls, start = 0, time.perf_counter()
@@ -61,17 +105,17 @@ def _wrap(fn, mode):
     return tf.function(fn, jit_compile=(mode == "xla"))
 
 
-def bench_mode(case, mode, repeats):
+def bench_mode(case, mode):
     """Rates of one flow in one mode: training by `fit`, `log_prob`, sampling."""
-    rng = np.random.default_rng(0)
-    batch = case["batch"]
-    x = rng.normal(size=[batch, *case["event_shape"]]).astype("float32")
-    z = rng.normal(size=x.shape).astype("float32")
     keras.utils.set_random_seed(0)
     flow = case["build"]()
+    rng = np.random.default_rng(0)
+    batch = case["batch"]
+    x = case["data"](rng, [batch, *flow.event_shape])
+    z = _normal(rng, x.shape)
     flow.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=(mode == "eager"),
                  jit_compile=(mode == "xla"))
-    steps = 5 if mode == "eager" else 20
+    steps = case["train_steps"][mode != "eager"]
     data = np.concatenate([x] * steps)
 
     def train():
@@ -80,45 +124,49 @@ def bench_mode(case, mode, repeats):
 
     log_prob = _wrap(flow.distribution.log_prob, mode)
     sample = _wrap(flow.bijector.forward, mode)
+    timing = dict(repeats=case["repeats"], min_seconds=case["min_seconds"])
     # Fresh tensors each call: TFP's bijector cache would otherwise return the previous
     # eager result without computing anything.
     return dict(
         mode=mode,
-        train_steps_per_s=_rate(train, steps, repeats),
-        log_prob_rows_per_s=_rate(lambda: log_prob(tf.constant(x)), batch, repeats),
-        samples_per_s=_rate(lambda: sample(tf.constant(z)), batch, repeats),
+        train_steps_per_s=_rate(train, steps, **timing),
+        log_prob_rows_per_s=_rate(lambda: log_prob(tf.constant(x)), batch, **timing),
+        samples_per_s=_rate(lambda: sample(tf.constant(z)), batch, **timing),
     )
 
 
-def bench_case(case, repeats):
-    rows = []
-    for mode in MODES:
-        rows.append(bench_mode(case, mode, repeats))
-        print(json.dumps({"case": case["title"], **rows[-1]}), flush=True)
-    return rows
+def peak_rss_mib():
+    """This process's peak resident memory in MiB.
 
-
-def machine():
-    cpu = platform.processor() or platform.machine()
+    `VmHWM` rather than `ru_maxrss`: after `exec`, Linux's `ru_maxrss` also counts the
+    parent's resident memory at the time of the fork.
+    """
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpu": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "none",
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "tensorflow_probability": tfp.__version__,
-        "keras": keras.__version__,
-        "tfp_flows": tff.__version__,
-    }
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def markdown(results, info):
-    lines = ["# Benchmarks", "",
+def child(name, mode, smoke, repeats):
+    """In a child process: prints the JSON row of one (case, mode), or the import baseline."""
+    row = {} if name == "baseline" else bench_mode(settings(name, smoke, repeats), mode)
+    print(json.dumps({**row, "peak_rss_mib": peak_rss_mib()}), flush=True)
+
+
+def run_child(name, mode, smoke, repeats):
+    command = [sys.executable, os.path.abspath(__file__), "--child", name, mode]
+    command += ["--smoke"] * smoke + ["--repeats", str(repeats)] * bool(repeats)
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _number(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def markdown(sections, info, baseline_mib):
+    lines = ["## Speed and memory", "",
              "Measured by `python benchmarks/run.py --write` (best of several timed runs, "
              "after a warm-up that excludes tracing and compilation).", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), "",
@@ -129,13 +177,25 @@ def markdown(results, info):
              "on CPU and under XLA with an accelerator. Small models whose steps are "
              "dominated by per-op overhead are faster under XLA even on CPU: `tfp-flows "
              "demo` (16 couplings of 64x64 on 2-D data) compiles with `jit_compile=True`. "
-             "Eager mode is for debugging only.", ""]
-    for title, rows in results.items():
-        lines += [f"## {title}", "",
-                  "| mode | train steps/s | log_prob rows/s | samples/s |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {r['mode']} | {r['train_steps_per_s']:.1f} | "
-                  f"{r['log_prob_rows_per_s']:,.0f} | {r['samples_per_s']:,.0f} |" for r in rows]
+             "Eager mode is for debugging only.", "",
+             "Peak memory is the peak resident memory (RSS high-water mark, `VmHWM`) of a "
+             "separate process that measured that mode alone: it includes the TensorFlow "
+             "runtime, the model and optimizer state, the traced or compiled graphs and the "
+             "activations of training, `log_prob` and sampling. A process that imports "
+             "TensorFlow, TensorFlow Probability, Keras and tfp_flows and builds nothing "
+             f"peaks at {baseline_mib:,.0f} MiB.", ""]
+    for case, rows in sections:
+        eager_steps, graph_steps = case["train_steps"]
+        lines += [f"### {case['title']}", "",
+                  f"Timing: best of {case['repeats']} run(s) of at least "
+                  f"{case['min_seconds']:g} s; {eager_steps} (eager) or {graph_steps} "
+                  "(function, xla) train steps per timed `fit` call.", "",
+                  f"| mode | train steps/s | log_prob {case['unit']}/s | samples/s "
+                  "| peak memory (MiB) |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['mode']} | {_number(r['train_steps_per_s'])} | "
+                  f"{_number(r['log_prob_rows_per_s'])} | {_number(r['samples_per_s'])} | "
+                  f"{r['peak_rss_mib']:,.0f} |" for r in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -143,20 +203,32 @@ def markdown(results, info):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, help="timed runs per rate (default: per case)")
     parser.add_argument("--only", choices=sorted(CASES))
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = {}
-    for name, case in CASES.items():
-        if args.only in (None, name):
-            results[case["title"]] = bench_case(case, args.repeats)
-    text = markdown(results, machine())
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.child:
+        return child(*args.child, args.smoke, args.repeats)
+    if args.write and (args.smoke or args.only):
+        parser.error("--write records every case at full size; run without --smoke and --only")
+    baseline_mib = run_child("baseline", "none", args.smoke, args.repeats)["peak_rss_mib"]
+    sections = []
+    for name in CASES:
+        if args.only not in (None, name):
+            continue
+        case = settings(name, args.smoke, args.repeats)
+        rows = []
+        for mode in MODES:
+            rows.append(run_child(name, mode, args.smoke, args.repeats))
+            print(json.dumps({"case": case["title"], **rows[-1]}), flush=True)
+        sections.append((case, rows))
+    text = markdown(sections, machine(), baseline_mib)
     print(text)
     if args.write:
-        path = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        write_section("speed", text)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,22 @@ def test_settings_follow_defaults_quick_and_explicit_options():
          "100", "--batch-size", "1000"]))
     assert train["model"] == "nice" and train["dataset"] == "spirals"
     assert train["batch_size"] == 80  # never more than the training set
+    glow = cli._settings(parser.parse_args(
+        ["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--num-steps", "2",
+         "--logit-alpha", "none"]))
+    assert glow == {**{key: cli.IMAGE_DEFAULTS[key] for key in (
+        "epochs", "batch_size", "learning_rate", "seed", "num_levels", "hidden_channels",
+        "num_blocks", "coupling", "weight_decay")}, "model": "glow", "dataset": "digits",
+        "num_steps": 2, "logit_alpha": None}
+    celeb_a = cli._settings(parser.parse_args(
+        ["train", "--model", "realnvp", "--dataset", "celeb_a", "--out", "x"]))
+    assert celeb_a["image_size"] == 64 and celeb_a["train_split"] == "train"
+    assert "num_steps" not in celeb_a and "num_layers" not in celeb_a
+    other = cli._settings(parser.parse_args(
+        ["train", "--model", "nice", "--dataset", "tfds:emnist/letters", "--out", "x",
+         "--image-size", "16", "--test-split", "test[:10%]"]))
+    assert other["image_size"] == 16 and other["test_split"] == "test[:10%]"
+    assert other["num_layers"] == cli.IMAGE_DEFAULTS["num_layers"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -131,14 +147,29 @@ def test_settings_follow_defaults_quick_and_explicit_options():
     (["demo", "--seed", "-1"], "expected an int >= 0, got '-1'"),
     (["train", "--dataset", "two_moons", "--out", "x"], "required: --model"),
     (["train", "--model", "glow", "--dataset", "two_moons", "--out", "x"],
-     "invalid choice: 'glow'"),
+     "--model glow needs image data, got the toy density 'two_moons'"),
+    (["train", "--model", "glow", "--dataset", "three_moons", "--out", "x"],
+     "unknown dataset 'three_moons': choose a toy density"),
+    (["train", "--model", "glow", "--dataset", "tfds:", "--out", "x"],
+     "unknown dataset 'tfds:'"),
+    (["train", "--model", "realnvp", "--dataset", "two_moons", "--out", "x",
+      "--num-steps", "4"], "--num-steps does not apply to --model realnvp on toy data"),
+    (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--num-points", "100"],
+     "--num-points does not apply to --model glow on image data (digits)"),
+    (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--image-size", "16"],
+     "--image-size does not apply to --model glow on image data (digits)"),
+    (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--logit-alpha", "0.5"],
+     "expected a number in (0, 0.5) or 'none', got '0.5'"),
+    (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--weight-decay", "-1"],
+     "expected a number >= 0, got '-1'"),
     (["train", "--model", "nice", "--dataset", "two_moons"], "required: --out"),
     (["train", "--model", "nice", "--dataset", "two_moons", "--out", "x",
       "--learning-rate", "nan"], "expected a positive number, got 'nan'"),
     (["train", "--model", "nice", "--dataset", "two_moons", "--out", "x",
       "--hidden-units", "64", "0"], "expected a positive int, got '0'"),
 ])
-def test_bad_arguments_are_argparse_errors(argv, message, capsys):
+def test_bad_arguments_are_argparse_errors(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path / "out") if arg == "x" else arg for arg in argv]
     with pytest.raises(SystemExit) as raised:
         cli.main(argv)
     assert raised.value.code == 2
@@ -329,3 +360,88 @@ def test_resume_with_more_epochs_stretches_the_schedule(resumed_run, tmp_path):
     assert _index(out)["completed_epochs"] == 5
     assert _index(out)["optimizer_iterations"] == 25
     assert _index(out)["metadata"]["settings"]["epochs"] == 5
+
+
+def test_image_batches_and_their_noise_depend_on_seed_and_epoch_alone():
+    images = np.arange(6 * 2 * 2, dtype=np.uint8).reshape(6, 2, 2, 1)
+
+    def epoch_batches(seed, epoch):
+        batches, counter = cli._shuffled_batches(images, 2, seed, dequantize=True)
+        counter.on_epoch_begin(epoch)
+        return [batch.numpy() for batch in batches]
+
+    first = epoch_batches(0, 1)
+    assert len(first) == 3 and all(b.dtype == np.float32 and b.shape == (2, 2, 2, 1)
+                                   for b in first)
+    levels = np.floor(np.concatenate(first))
+    assert sorted(levels.reshape(6, -1)[:, 0]) == sorted(images.reshape(6, -1)[:, 0])
+    # The same (seed, epoch) in a new process state: the same batches, noise included.
+    for batch, again in zip(first, epoch_batches(0, 1), strict=True):
+        np.testing.assert_array_equal(batch, again)
+    assert not np.array_equal(np.concatenate(first), np.concatenate(epoch_batches(0, 2)))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(epoch_batches(1, 1)))
+
+
+IMAGE_OUTPUTS = ("metrics.json", "samples.png", "saved_model", "checkpoints", "logs")
+
+
+def _check_image_outputs(out, num_dims, num_bins):
+    assert sorted(os.listdir(out)) == sorted(IMAGE_OUTPUTS)
+    with open(os.path.join(out, "samples.png"), "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "metrics.json")) as file:
+        metrics = json.load(file)
+    for key in ("train_nll", "test_nll", "train_bpd", "test_bpd"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    # Discrete bits per dim: the density is over the dequantized levels themselves.
+    assert metrics["test_bpd"] == pytest.approx(metrics["test_nll"] / (num_dims * math.log(2)))
+    assert metrics["num_bins"] == num_bins and metrics["samples_finite"] is True
+    # Far better than uniform noise over the levels would be impossible after one epoch of a
+    # tiny flow, but the NLL must be a sane one: below uniform over [0, 2K).
+    assert 0.0 < metrics["test_bpd"] < math.log2(2 * num_bins)
+    return metrics
+
+
+@pytest.mark.slow
+def test_train_glow_on_digits(tmp_path, capsys):
+    out = tmp_path / "glow"
+    assert cli.main(["train", "--model", "glow", "--dataset", "digits", "--epochs", "1",
+                     "--num-steps", "1", "--hidden-channels", "8", "--out", str(out),
+                     "--verbose", "0"]) == 0
+    metrics = _check_image_outputs(out, 64, 17)
+    assert metrics["num_train"] == 1437 and metrics["num_test"] == 360
+    assert metrics["model"] == "glow" and metrics["logit_alpha"] == 0.05
+    assert "glow on digits: train NLL" in capsys.readouterr().out
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
+    # The test set is evaluated after every epoch, for TensorBoard.
+    tags = set()
+    for name in os.listdir(out / "logs" / "validation"):
+        for record in tf.data.TFRecordDataset(str(out / "logs" / "validation" / name)):
+            tags |= {v.tag for v in event_pb2.Event.FromString(record.numpy()).summary.value}
+    assert "epoch_bits_per_dim" in tags
+    reloaded = tf.saved_model.load(str(out / "saved_model"))
+    samples = reloaded.sample(tf.constant(4), tf.constant(0), tf.constant(1.0)).numpy()
+    assert samples.shape == (4, 8, 8, 1) and np.all(np.isfinite(samples))
+
+
+@pytest.mark.slow
+def test_train_on_a_tfds_image_set(tmp_path):
+    import tensorflow_datasets as tfds
+
+    out = tmp_path / "mnist"
+    with tfds.testing.mock_data(num_examples=40):
+        assert cli.main(["train", "--model", "nice", "--dataset", "mnist", "--epochs", "1",
+                         "--num-layers", "2", "--hidden-channels", "4", "--batch-size", "16",
+                         "--image-size", "8", "--out", str(out), "--verbose", "0"]) == 0
+    metrics = _check_image_outputs(out, 64, 256)
+    assert metrics["num_train"] == metrics["num_test"] == 40
+    assert metrics["image_size"] == 8 and metrics["train_split"] == "train"
+
+
+def test_image_settings_that_do_not_fit_the_data_are_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--model", "glow", "--dataset", "digits", "--num-levels", "4",
+                  "--out", str(tmp_path), "--epochs", "1"])
+    assert raised.value.code == 2
+    assert "--model glow on digits (images of shape [8, 8, 1]): Glow with num_levels=4 " \
+           "needs height and width divisible by 16" in capsys.readouterr().err

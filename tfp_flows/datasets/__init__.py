@@ -6,7 +6,12 @@ from tfp_flows.datasets.images import (
     load_digits,
     load_tfds,
 )
-from tfp_flows.datasets.plotting import density_grid, plot_density, plot_samples
+from tfp_flows.datasets.plotting import (
+    density_grid,
+    plot_density,
+    plot_image_grid,
+    plot_samples,
+)
 from tfp_flows.datasets.toy import (
     TOY_DATASETS,
     checkerboard,
@@ -29,6 +34,7 @@ __all__ = [
     "load_toy",
     "pinwheel",
     "plot_density",
+    "plot_image_grid",
     "plot_samples",
     "spirals",
     "two_moons",

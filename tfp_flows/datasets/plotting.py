@@ -1,4 +1,4 @@
-"""PNG figures of 2-D densities and samples, drawn with Matplotlib's Agg canvas.
+"""PNG figures of 2-D densities and samples, and image grids, drawn with Matplotlib's Agg.
 
 Matplotlib is imported when a figure is drawn, not when `tfp_flows` is imported, and the
 figures never touch `pyplot`'s global state (safe in scripts, tests and headless servers).
@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 
-__all__ = ["density_grid", "plot_density", "plot_samples"]
+__all__ = ["density_grid", "plot_density", "plot_image_grid", "plot_samples"]
 
 
 def _figure(num_axes, bounds):
@@ -145,4 +145,73 @@ def plot_samples(samples, path, data=None, title="samples", max_points=5000):
         axes.set_xlim(*bounds[0])
         axes.set_ylim(*bounds[1])
         axes.set_aspect("equal")
+    return _save(figure, path)
+
+
+def _tile(images, num_bins, columns):
+    """`[n, H, W, C]` levels -> one `[rows*(H+1)-1, columns*(W+1)-1, C]` image in [0, 1]."""
+    levels = np.nan_to_num(np.asarray(images, dtype=np.float64), nan=0.0, posinf=0.0,
+                           neginf=0.0)
+    pixels = np.clip(np.floor(levels), 0, num_bins - 1) / (num_bins - 1)
+    count, height, width, channels = pixels.shape
+    rows = -(-count // columns)
+    grid = np.ones([rows * (height + 1) - 1, columns * (width + 1) - 1, channels])
+    for index, image in enumerate(pixels):
+        top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+        grid[top:top + height, left:left + width] = image
+    return grid
+
+
+def _check_images(name, images):
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] < 1:
+        raise ValueError(f"{name} must be images [n, height, width, 1 or 3], got shape "
+                         f"{list(images.shape)}")
+    return images
+
+
+def plot_image_grid(images, path, num_bins=256, data=None, title="samples", max_images=64):
+    """Writes a PNG grid of images (e.g. a flow's samples), beside a grid of `data` if given.
+
+    Values are grey levels in `[0, num_bins)`, as an image flow with `num_bins` samples
+    them (dequantized levels); each is floored and clipped to a level, and non-finite
+    values are drawn black.
+
+    Args:
+        images: `[n, height, width, channels]` with 1 (grey) or 3 (RGB) channels.
+        path: the PNG file to write.
+        num_bins: number of levels `K` (256 for 8-bit images, 17 for the digits).
+        data: optional reference images of the same layout, drawn in their own panel.
+        title: title of the images' panel.
+        max_images: at most this many images per panel.
+
+    Returns:
+        `path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "grid.png")
+        >>> images = np.random.default_rng(0).uniform(0, 17, size=[16, 8, 8, 1])
+        >>> os.path.basename(plot_image_grid(images, path, num_bins=17))
+        'grid.png'
+    """
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+        raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"max_images must be a positive int, got {max_images!r}")
+    panels = [(_check_images("images", images)[:max_images], title)]
+    if data is not None:
+        panels.insert(0, (_check_images("data", data)[:max_images], "data"))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.5 * len(panels), 5.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, (shown, name) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        columns = int(np.ceil(np.sqrt(len(shown))))
+        grid = _tile(shown, num_bins, columns)
+        axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0.0,
+                    vmax=1.0, interpolation="nearest")
+        axes.set_title(f"{name} ({len(shown)})")
+        axes.set_axis_off()
     return _save(figure, path)

@@ -1,6 +1,7 @@
 """Coupling-flow builders: NICE (additive) and RealNVP (affine)."""
 
 import keras
+import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
 from tfp_flows.models.flow import Flow, check_positive_int
@@ -18,7 +19,7 @@ class _CouplingFlow(Flow):
 
     def __init__(self, event_shape, num_layers=4, hidden_units=(256, 256), conditioner="mlp",
                  num_blocks=2, hidden_channels=64, mask=None, permutation=None,
-                 context_size=None, seed=0, **kwargs):
+                 num_bins=None, logit_alpha=None, context_size=None, seed=0, **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         check_positive_int("num_layers", num_layers)
         if conditioner not in _CONDITIONERS:
@@ -36,21 +37,27 @@ class _CouplingFlow(Flow):
         self.mask = mask
         self.permutation = permutation
         self.seed = seed
+        steps = self._coupling_steps()
+        data_steps = self._data_space_steps(num_bins, logit_alpha)
+        self._set_bijectors(self._extra_steps() + steps + data_steps)
+
+    def _coupling_steps(self):
+        """The couplings (and permutations) in base -> data order; sets `conditioners`."""
         self.conditioners = [
             self._make_conditioner(self.coupling_class.conditioner_output_size(
-                self.event_shape, mask, i % 2), i)
-            for i in range(num_layers)
+                self.event_shape, self.mask, i % 2), i)
+            for i in range(self.num_layers)
         ]
         steps = []
         for i, conditioner_layer in enumerate(self.conditioners):
-            if i and permutation == "reverse":
+            if i and self.permutation == "reverse":
                 steps.append(bijectors.reverse_permutation(self.event_shape[-1],
                                                            name=f"reverse_{i}"))
-            elif i and permutation == "random":
+            elif i and self.permutation == "random":
                 steps.append(bijectors.random_permutation(
-                    self.event_shape[-1], seed=seed + i, name=f"permutation_{i}"))
-            steps.append(self._make_coupling(conditioner_layer, mask, i % 2, i))
-        self._set_bijectors(self._extra_steps() + steps)
+                    self.event_shape[-1], seed=self.seed + i, name=f"permutation_{i}"))
+            steps.append(self._make_coupling(conditioner_layer, self.mask, i % 2, i))
+        return steps
 
     def _make_conditioner(self, output_size, index):
         name = f"conditioner_{index}"
@@ -80,6 +87,8 @@ class _CouplingFlow(Flow):
             "hidden_channels": self.hidden_channels,
             "mask": self.mask,
             "permutation": self.permutation,
+            "num_bins": self.num_bins,
+            "logit_alpha": self.logit_alpha,
             "seed": self.seed,
         }
 
@@ -104,6 +113,10 @@ class NICE(_CouplingFlow):
         hidden_channels: conv ResNet width (image events).
         mask: `"half"` (default for vectors) or `"checkerboard"` (default for images).
         permutation: `None`, `"reverse"` or `"random"` between couplings.
+        num_bins: number of discrete values per dimension of the data (`None`: the flow
+            models continuous data as given).
+        logit_alpha: with `num_bins`, model the logit of the data scaled to `[0, 1)` with
+            margin `alpha` instead of the data centred on 0.
         context_size: context vector size for a conditional flow.
         seed: seed of the random permutations.
         **kwargs: `name`, `dtype` of the Keras model.
@@ -123,41 +136,79 @@ class NICE(_CouplingFlow):
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class RealNVP(_CouplingFlow):
-    """RealNVP: affine couplings with bounded log-scales (single scale).
+    """RealNVP: affine couplings with bounded log-scales, single- or multi-scale.
 
     Each coupling maps `x_b -> x_b * exp(s(x_a)) + t(x_a)` with the mask choosing `x_a`;
     parities alternate so every entry is transformed.
+
+    With `num_scales=None` the flow is a stack of `num_layers` couplings on the event as
+    given (vectors or images). With `num_scales=S` (images only) it is the paper's
+    multi-scale architecture (section 3.6). In the data -> noise direction each scale but
+    the last runs 3 checkerboard couplings, squeezes `[h, w, c] -> [h/2, w/2, 4c]`, runs 3
+    channel-wise ("half" mask) couplings, then factors out half of the channels: only the
+    first `2c` go on to the next scale. The last scale runs 4 checkerboard couplings.
+    Parities alternate within each group. Each scale is one shape-preserving bijector (it
+    unsqueezes at the end), so the noise has the data's event shape and a standard Normal
+    base, and the factored-out halves are modelled by that base.
+
+    With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
+    over dequantized data in `[0, K)`, so the reported NLL and `bits_per_dim` are those of
+    the discrete data. With `logit_alpha` as well, the data are scaled to `[0, 1)` and
+    logit-transformed (RealNVP's preprocessing, `alpha = 0.05` in the paper) instead.
 
     Reference: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
     arXiv:1605.08803.
 
     Args:
         event_shape: `[D]` for vectors or `[H, W, C]` for images.
-        num_layers: number of couplings.
+        num_layers: number of couplings of a single-scale flow. With `num_scales` the
+            number of couplings is fixed by the architecture (`6 (S - 1) + 4`) and
+            `num_layers` must keep its default.
         hidden_units: MLP widths of each conditioner (vector events).
         log_scale_bound: bound of the soft-clamped log-scales.
+        num_scales: `None` (single scale) or the number of scales `S >= 1` of a
+            multi-scale image flow; `H` and `W` must be divisible by `2 ** (S - 1)`.
         **kwargs: the keyword arguments below, and `name`, `dtype` of the Keras model.
 
     Keyword Args:
         conditioner: `"mlp"` or `"residual"`.
         num_blocks: residual blocks (residual MLP or conv ResNet).
         hidden_channels: conv ResNet width (image events).
-        mask: `"half"` (default for vectors) or `"checkerboard"` (default for images).
-        permutation: `None`, `"reverse"` or `"random"` between couplings.
+        mask: `"half"` (default for vectors) or `"checkerboard"` (default for images);
+            fixed by the architecture with `num_scales`.
+        permutation: `None`, `"reverse"` or `"random"` between couplings (single scale
+            only).
+        num_bins: number of discrete values per dimension of the data (`None`: the flow
+            models continuous data as given).
+        logit_alpha: with `num_bins`, model the logit of the data scaled to `[0, 1)` with
+            margin `alpha` instead of the data centred on 0.
         context_size: context vector size for a conditional flow.
         seed: seed of the random permutations.
+
+    Raises:
+        ValueError: `num_scales` is not `None` or a positive int, is given for a vector
+            event, does not divide the image, or comes with a non-default `num_layers`,
+            a `"half"` mask or a permutation; `num_bins` is not an int >= 2;
+            `logit_alpha` is given without `num_bins`.
 
     Example:
         >>> flow = RealNVP([2], num_layers=2, hidden_units=[16])
         >>> flow.sample(3, seed=0).shape
         TensorShape([3, 2])
+        >>> import numpy as np
+        >>> images = RealNVP([4, 4, 1], num_scales=2, hidden_channels=4, num_blocks=1)
+        >>> images.log_prob(np.zeros([2, 4, 4, 1], "float32")).shape
+        TensorShape([2])
     """
 
     coupling_class = bijectors.AffineCoupling
 
     def __init__(self, event_shape, num_layers=8, hidden_units=(256, 256), log_scale_bound=3.0,
-                 **kwargs):
+                 num_scales=None, **kwargs):
+        if num_scales is not None:
+            check_positive_int("num_scales", num_scales)
         self.log_scale_bound = log_scale_bound
+        self.num_scales = num_scales
         super().__init__(event_shape, num_layers=num_layers, hidden_units=hidden_units,
                          **kwargs)
 
@@ -167,5 +218,63 @@ class RealNVP(_CouplingFlow):
             conditional=self.conditional, log_scale_bound=self.log_scale_bound,
             name=f"coupling_{index}")
 
+    def _coupling_steps(self):
+        if self.num_scales is None:
+            return super()._coupling_steps()
+        self._check_multiscale()
+        self.conditioners = []
+        return [self._scale(self.event_shape, 0)]
+
+    def _check_multiscale(self):
+        if len(self.event_shape) != 3:
+            raise ValueError(f"num_scales needs an image event_shape [H, W, C], got "
+                             f"{self.event_shape}")
+        size = 2 ** (self.num_scales - 1)
+        if self.event_shape[0] % size or self.event_shape[1] % size:
+            raise ValueError(f"RealNVP with num_scales={self.num_scales} needs height and width "
+                             f"divisible by {size}, got event_shape {self.event_shape}")
+        if self.num_layers != 8:
+            raise ValueError(f"num_layers does not apply with num_scales (each scale has a "
+                             f"fixed number of couplings); leave it at its default, got "
+                             f"num_layers={self.num_layers}")
+        if self.mask != "checkerboard":
+            raise ValueError(f"num_scales fixes the masks (checkerboard, then channel-wise); "
+                             f"got mask={self.mask!r}")
+        if self.permutation is not None:
+            raise ValueError(f"num_scales takes no permutation between couplings, got "
+                             f"permutation={self.permutation!r}")
+
+    def _affine(self, shape, mask, parity, name):
+        conditioner = nets.ConvResNet(
+            self.hidden_channels, self.num_blocks,
+            bijectors.AffineCoupling.conditioner_output_size(shape, mask, parity),
+            dtype=self.dtype_policy, name=f"{name}_conditioner")
+        self.conditioners.append(conditioner)
+        return bijectors.AffineCoupling(
+            conditioner, shape, mask=mask, parity=parity, conditional=self.conditional,
+            log_scale_bound=self.log_scale_bound, name=name)
+
+    def _scale(self, shape, index):
+        """Scale `index` on event `shape` as one shape-preserving bijector."""
+        name = f"scale_{index}"
+        if index + 1 == self.num_scales:
+            # Listed in data -> noise order, like the chain's inverse applies them.
+            steps = [self._affine(shape, "checkerboard", i % 2, f"{name}_checkerboard_{i}")
+                     for i in range(4)]
+            return bijectors.FlowChain(steps, name=name)
+        steps = [self._affine(shape, "checkerboard", i % 2, f"{name}_checkerboard_{i}")
+                 for i in range(3)]
+        squeeze = bijectors.Squeeze(shape)
+        squeezed = squeeze.output_event_shape
+        steps.append(tfp.bijectors.Invert(squeeze, name=f"{name}_squeeze"))
+        steps += [self._affine(squeezed, "half", i % 2, f"{name}_channel_{i}")
+                  for i in range(3)]
+        keep = squeezed[-1] // 2
+        deeper = self._scale([*squeezed[:-1], keep], index + 1)
+        steps.append(bijectors.SplitChannels(deeper, squeezed, keep, name=f"{name}_split"))
+        steps.append(bijectors.Squeeze(shape, name=f"{name}_unsqueeze"))
+        return bijectors.FlowChain(steps, name=name)
+
     def get_config(self):
-        return {**super().get_config(), "log_scale_bound": self.log_scale_bound}
+        return {**super().get_config(), "log_scale_bound": self.log_scale_bound,
+                "num_scales": self.num_scales}

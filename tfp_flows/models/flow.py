@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import bijectors
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
 from tfp_flows.models._data import check_array, check_dataset, describe
@@ -73,6 +74,31 @@ class Flow(keras.Model):
         context = None if self.context_size is None else tf.zeros([1, self.context_size], dtype)
         self._log_prob(tf.zeros([1, *self.event_shape], dtype), context)
         self.built = True
+
+    def _data_space_steps(self, num_bins, logit_alpha):
+        """The last bijectors (base -> data order) mapping model space to the data's space.
+
+        With `num_bins=K` the data are dequantized levels in `[0, K)`: `LevelScaling` maps
+        them to `[-1/2, 1/2)`, or, with `logit_alpha`, to `[0, 1)` followed by
+        `LogitTransform(logit_alpha)`. Every log-det counts, so the density (and
+        `bits_per_dim`) is that of the dequantized data. Sets `num_bins` and `logit_alpha`.
+        """
+        if num_bins is not None and (isinstance(num_bins, bool) or not isinstance(num_bins, int)
+                                     or num_bins < 2):
+            raise ValueError(f"num_bins must be None or an int >= 2, got {num_bins!r}")
+        if logit_alpha is not None and num_bins is None:
+            raise ValueError("logit_alpha needs num_bins: the logit transform acts on data "
+                             "scaled to [0, 1)")
+        self.num_bins = num_bins
+        self.logit_alpha = logit_alpha
+        steps = []
+        if logit_alpha is not None:
+            steps.append(bijectors.LogitTransform(self.event_shape, logit_alpha,
+                                                  name="logit_transform"))
+        if num_bins is not None:
+            steps.append(bijectors.LevelScaling(num_bins, self.event_shape,
+                                                centered=logit_alpha is None))
+        return steps
 
     @property
     def conditional(self):

@@ -26,7 +26,8 @@ class Glow(Flow):
 
     With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
     over dequantized data in `[0, K)` (for example `uniform_dequantize`d 8-bit images with
-    `K = 256`), so the reported NLL and `bits_per_dim` are those of the discrete data.
+    `K = 256`), so the reported NLL and `bits_per_dim` are those of the discrete data. With
+    `logit_alpha` as well, the data are scaled to `[0, 1)` and logit-transformed instead.
 
     Reference: Kingma, Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions",
     arXiv:1807.03039.
@@ -42,6 +43,8 @@ class Glow(Flow):
         split_prior: learned Gaussian prior for each factored-out half.
         num_bins: number of discrete values per dimension of the data (`None`: the flow
             models continuous data as given).
+        logit_alpha: with `num_bins`, model the logit of the data scaled to `[0, 1)`
+            (RealNVP's `LogitTransform`, margin `alpha`) instead of the data centred on 0.
         log_scale_bound: bound of the soft-clamped coupling log-scales.
         context_size: context vector size for a conditional flow.
         seed: seed of the 1x1 convolutions' random orthogonal initialisation.
@@ -55,7 +58,7 @@ class Glow(Flow):
 
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=128,
                  num_blocks=1, coupling="affine", lu=True, split_prior=True, num_bins=None,
-                 log_scale_bound=3.0, context_size=None, seed=0, **kwargs):
+                 logit_alpha=None, log_scale_bound=3.0, context_size=None, seed=0, **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
@@ -69,18 +72,14 @@ class Glow(Flow):
                              f"divisible by {size}, got event_shape {self.event_shape}")
         if coupling not in _COUPLINGS:
             raise ValueError(f"coupling must be one of {sorted(_COUPLINGS)}, got {coupling!r}")
-        if num_bins is not None:
-            check_positive_int("num_bins", num_bins)
         self.coupling = coupling
         self.lu = bool(lu)
         self.split_prior = bool(split_prior)
-        self.num_bins = num_bins
         self.log_scale_bound = log_scale_bound
         self.seed = seed
         self.actnorms, self.kernels, self.conditioners, self.priors = [], [], [], []
         steps = [self._level(self.event_shape, 0)]
-        if num_bins is not None:
-            steps.append(bijectors.LevelScaling(num_bins, self.event_shape, centered=True))
+        steps += self._data_space_steps(num_bins, logit_alpha)
         self._set_bijectors(steps)
 
     def _coupling(self, coupling_class, shape, parity, name, conditioners):
@@ -139,6 +138,7 @@ class Glow(Flow):
             "lu": self.lu,
             "split_prior": self.split_prior,
             "num_bins": self.num_bins,
+            "logit_alpha": self.logit_alpha,
             "log_scale_bound": self.log_scale_bound,
             "seed": self.seed,
         }

@@ -1,0 +1,54 @@
+"""Writes one benchmark script's section of docs/benchmarks.md, keeping the others."""
+
+import os
+import platform
+
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
+HEADER = "# Benchmarks\n"
+
+
+def write_section(name, text, path=PATH):
+    """Replaces the block between `<!-- begin NAME -->` and `<!-- end NAME -->` (or appends
+    it), writing through a temporary file so the page is never half-written."""
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}\n"
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        current = HEADER
+    if begin in current and end in current:
+        before, rest = current.split(begin, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        updated = before + block + ("\n" + after if after else "")
+    else:
+        updated = current.rstrip("\n") + "\n\n" + block
+    with open(path + ".tmp", "w") as f:
+        f.write(updated)
+    os.replace(path + ".tmp", path)
+
+
+def machine():
+    """The machine and library versions, for the record."""
+    import keras
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    import tfp_flows as tff
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")) or "none",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tensorflow_probability": tfp.__version__,
+        "keras": keras.__version__,
+        "tfp_flows": tff.__version__,
+    }

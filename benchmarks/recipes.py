@@ -1,0 +1,92 @@
+"""Training recipes with targets: run each one as a user would, time it, check its results.
+
+Each recipe runs the `tfp-flows` command in a fresh process on this machine (nothing else
+should run meanwhile) and is timed from start to exit, imports and compilation included.
+The exit status is 1 if a target is missed. With `--write` the results replace the recipes
+section of `docs/benchmarks.md`.
+
+Usage: python benchmarks/recipes.py [--write] [--only NAME]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from _report import machine, write_section
+
+RECIPES = {
+    "glow_digits": dict(
+        title="Glow on the offline 8x8 digits (17 levels), `tfp-flows train` defaults",
+        command=["train", "--model", "glow", "--dataset", "digits", "--verbose", "2"],
+        # Issue targets: test bits/dim of the discrete digits and wall time on 2 CPU cores.
+        targets={"test_bpd": 2.20, "wall_seconds": 600.0}),
+}
+
+
+def run_recipe(recipe, out):
+    """Runs one recipe into `out`; returns its measured results."""
+    command = [sys.executable, "-m", "tfp_flows.cli", *recipe["command"], "--out", out]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    wall_seconds = time.perf_counter() - start
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    results = {"wall_seconds": wall_seconds, "train_bpd": metrics["train_bpd"],
+               "test_bpd": metrics["test_bpd"], "samples_finite": metrics["samples_finite"],
+               "sample_temperature": metrics["sample_temperature"],
+               "epochs": metrics["completed_epochs"]}
+    missed = [f"{key} {results[key]:.3f} > {limit}" for key, limit in recipe["targets"].items()
+              if results[key] > limit]
+    if not results["samples_finite"]:
+        missed.append("non-finite samples")
+    return {**results, "missed": missed}
+
+
+def markdown(rows):
+    lines = ["## Training recipes", "",
+             "Measured by `python benchmarks/recipes.py --write`: each recipe is the "
+             "`tfp-flows` command a user would type, run once in a fresh process and timed "
+             "from start to exit (imports, data, XLA compilation, training, evaluation, "
+             "samples and export). Bits per dimension are those of the discrete data "
+             "(see the Image data page); samples are drawn at the temperature shown.", "",
+             "| recipe | command | epochs | wall time | train bpd | test bpd | finite samples "
+             "| targets | met |",
+             "|---|---|---:|---:|---:|---:|---|---|---|"]
+    for recipe, result in rows:
+        targets = ", ".join(f"{key} <= {limit:g}" for key, limit in recipe["targets"].items())
+        lines.append(
+            f"| {recipe['title']} | `tfp-flows {' '.join(recipe['command'])} --out DIR` | "
+            f"{result['epochs']} | {result['wall_seconds']:.0f} s | {result['train_bpd']:.3f} "
+            f"| {result['test_bpd']:.3f} | {'all' if result['samples_finite'] else 'no'} "
+            f"(T={result['sample_temperature']:g}) | {targets} | "
+            f"{'yes' if not result['missed'] else 'no: ' + '; '.join(result['missed'])} |")
+    lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()), ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument("--only", choices=sorted(RECIPES))
+    args = parser.parse_args()
+    if args.write and args.only:
+        parser.error("--write records every recipe; run without --only")
+    rows = []
+    for name, recipe in RECIPES.items():
+        if args.only in (None, name):
+            with tempfile.TemporaryDirectory() as out:
+                rows.append((recipe, run_recipe(recipe, out)))
+            print(json.dumps({"recipe": name, **rows[-1][1]}), flush=True)
+    text = markdown(rows)
+    print(text)
+    if args.write:
+        write_section("recipes", text)
+    return 1 if any(result["missed"] for _, result in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
