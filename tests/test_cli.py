@@ -197,6 +197,18 @@ def test_example_script_runs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["two_moons_density.png", "two_moons_samples.png"]
 
 
+@pytest.mark.slow
+def test_glow_example_script_runs(tmp_path):
+    script = os.path.join(ROOT, "examples", "glow_digits.py")
+    result = subprocess.run(
+        [sys.executable, script, "--epochs", "1", "--num-steps", "1", "--hidden-channels", "8",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bits/dim" in result.stdout and "samples finite: True" in result.stdout
+    assert os.listdir(tmp_path) == ["glow_digits_samples.png"]
+
+
 # 320 training points in batches of 64: 5 steps per epoch.
 RESUME_ARGS = ["train", "--model", "nice", "--dataset", "eight_gaussians", "--num-layers", "2",
                "--hidden-units", "8", "--batch-size", "64", "--num-points", "400",

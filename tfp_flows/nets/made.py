@@ -1,0 +1,223 @@
+"""MADE: a masked dense network whose output `i` sees only the inputs before `i` in an order."""
+
+import keras
+import numpy as np
+
+from tfp_flows.nets._validation import check_positive_int, check_units
+
+__all__ = ["MADE", "ORDERINGS"]
+
+ORDERINGS = ("left-to-right", "right-to-left", "random")
+_HIDDEN_DEGREES = ("equal", "random")
+
+
+def _input_degrees(event_size, ordering, seed):
+    """Degrees `1..D` of the inputs: input `j` is the `degree[j]`-th in the order."""
+    if isinstance(ordering, str):
+        if ordering not in ORDERINGS:
+            raise ValueError(f"ordering must be one of {ORDERINGS} or a permutation of "
+                             f"1..{event_size}, got {ordering!r}")
+        if ordering == "left-to-right":
+            return np.arange(1, event_size + 1)
+        if ordering == "right-to-left":
+            return np.arange(event_size, 0, -1)
+        return np.random.default_rng(seed).permutation(event_size) + 1
+    degrees = np.asarray(ordering)
+    if (degrees.shape != (event_size,) or not np.issubdtype(degrees.dtype, np.integer)
+            or sorted(degrees.tolist()) != list(range(1, event_size + 1))):
+        raise ValueError(f"an explicit ordering must be a permutation of 1..{event_size} "
+                         f"(the position of each input in the order), got {ordering!r}")
+    return degrees.astype(np.int64)
+
+
+def _hidden_degrees(units, event_size, previous, method, rng):
+    """Degrees of one hidden layer: each unit may see inputs of degree <= its own."""
+    top = max(1, event_size - 1)
+    if method == "equal":
+        return np.arange(units) % top + min(1, event_size - 1)
+    low = min(int(previous.min()), top)
+    return rng.integers(low, top + 1, size=units)
+
+
+class _MaskedDense(keras.layers.Layer):
+    """`x @ (kernel * mask) + bias` with a constant 0/1 mask (not a weight)."""
+
+    def __init__(self, mask, zero_init=False, **kwargs):
+        super().__init__(**kwargs)
+        self.mask = np.asarray(mask, dtype="float32")
+        self.zero_init = zero_init
+
+    def build(self, input_shape):
+        initializer = "zeros" if self.zero_init else "glorot_uniform"
+        self.kernel = self.add_weight(shape=self.mask.shape, initializer=initializer,
+                                      name="kernel")
+        self.bias = self.add_weight(shape=self.mask.shape[1:], initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        mask = keras.ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
+        return keras.ops.matmul(inputs, self.kernel * mask) + self.bias
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MADE(keras.layers.Layer):
+    """Masked autoencoder for distribution estimation (MADE), with residual blocks (ResMADE).
+
+    Maps `x` of shape `[..., D]` to parameters `[..., D, params_per_dim]` such that the
+    parameters of dimension `i` depend only on the inputs that come before `i` in the
+    `ordering` (and on the unmasked `context`). That is the autoregressive property a
+    masked autoregressive flow needs: its Jacobian is triangular in that order.
+
+    Each input `j` gets a degree `d(j)`, its position `1..D` in the order; each hidden unit
+    a degree `m` in `1..D-1`. A hidden unit sees the units of the layer below whose degree
+    is `<= m`, and the outputs of dimension `i` see the hidden units of degree `< d(i)`.
+    The masks are constants (recomputed from the configuration), not weights.
+
+    With `num_blocks > 0` the hidden layers are a residual stream of width
+    `hidden_units[0]` with `num_blocks` pre-activation blocks of two masked layers each
+    (ResMADE); the hidden degrees are the same in the whole stream, so the sum keeps the
+    property. A `context` vector enters the first hidden layer and the output layer through
+    unmasked dense layers, so the parameters of every dimension, the first in the order
+    included, depend on it.
+
+    References: Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for
+    Distribution Estimation", arXiv:1502.03509; Nash, Durkan, "Autoregressive Energy
+    Machines", arXiv:1904.05626 (ResMADE).
+
+    Args:
+        event_size: number of dimensions `D`.
+        params_per_dim: parameters per dimension (2 for an affine transform).
+        hidden_units: widths of the hidden layers (one width with `num_blocks > 0`).
+        ordering: `"left-to-right"`, `"right-to-left"`, `"random"` (drawn with `seed`), or
+            a permutation of `1..D` giving each input's position in the order.
+        hidden_degrees: `"equal"` (degrees cycle through `1..D-1`) or `"random"` (drawn
+            with `seed`).
+        num_blocks: residual blocks (0: a plain MADE).
+        context_size: size of an unmasked context input, or `None`.
+        activation: hidden activation.
+        zero_init: zero-initialise the output layer, so a flow starts as the identity.
+        seed: seed of random orderings and degrees.
+        **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
+
+    Example:
+        >>> made = MADE(3, params_per_dim=2, hidden_units=[16], zero_init=False)
+        >>> made(np.zeros([5, 3], "float32")).shape
+        TensorShape([5, 3, 2])
+        >>> made.input_order.tolist()  # input j comes input_order[j]-th
+        [1, 2, 3]
+    """
+
+    def __init__(self, event_size, params_per_dim, hidden_units=(256, 256),
+                 ordering="left-to-right", hidden_degrees="equal", num_blocks=0,
+                 context_size=None, activation="relu", zero_init=True, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.event_size = check_positive_int("event_size", event_size)
+        self.params_per_dim = check_positive_int("params_per_dim", params_per_dim)
+        self.hidden_units = check_units("hidden_units", hidden_units)
+        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 0:
+            raise ValueError(f"num_blocks must be an int >= 0, got {num_blocks!r}")
+        if num_blocks and len(self.hidden_units) != 1:
+            raise ValueError(f"a residual MADE (num_blocks > 0) has one hidden width, got "
+                             f"hidden_units={self.hidden_units}")
+        if hidden_degrees not in _HIDDEN_DEGREES:
+            raise ValueError(f"hidden_degrees must be one of {_HIDDEN_DEGREES}, got "
+                             f"{hidden_degrees!r}")
+        if context_size is not None:
+            check_positive_int("context_size", context_size)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self.ordering = ordering if isinstance(ordering, str) else [int(d) for d in ordering]
+        self.input_order = _input_degrees(event_size, ordering, seed)
+        self.hidden_degrees = hidden_degrees
+        self.num_blocks = num_blocks
+        self.context_size = context_size
+        self.activation = keras.activations.get(activation)
+        self.zero_init = bool(zero_init)
+        self.seed = seed
+
+        rng = np.random.default_rng(seed + 1)
+        degrees = [self.input_order]
+        widths = self.hidden_units if not num_blocks else self.hidden_units[:1]
+        for units in widths:
+            degrees.append(_hidden_degrees(units, event_size, degrees[-1], hidden_degrees, rng))
+        policy = self.dtype_policy
+        self.hidden_layers = [
+            _MaskedDense(lower[:, None] <= upper[None, :], dtype=policy, name=f"hidden_{i}")
+            for i, (lower, upper) in enumerate(zip(degrees[:-1], degrees[1:], strict=True))]
+        stream = degrees[-1]
+        same = stream[:, None] <= stream[None, :]
+        self.block_layers = [
+            [_MaskedDense(same, dtype=policy, name=f"block_{i}_0"),
+             _MaskedDense(same, dtype=policy, name=f"block_{i}_1")]
+            for i in range(num_blocks)]
+        # Output (i, p) is column i * params_per_dim + p; it sees degrees < d(i).
+        output_degrees = np.repeat(self.input_order, self.params_per_dim)
+        self.output_layer = _MaskedDense(stream[:, None] < output_degrees[None, :],
+                                         zero_init=self.zero_init, dtype=policy, name="output")
+        self.context_layers = []
+        if context_size is not None:
+            # Into the first hidden layer, and straight to the output: the first dimension
+            # in the order sees no hidden unit, yet its parameters must depend on the context.
+            self.context_layers = [
+                keras.layers.Dense(widths[0], use_bias=False, dtype=policy, name="context"),
+                keras.layers.Dense(event_size * self.params_per_dim, use_bias=False,
+                                   kernel_initializer="zeros" if self.zero_init
+                                   else "glorot_uniform", dtype=policy, name="context_output")]
+
+    def build(self, inputs_shape, context_shape=None):
+        if inputs_shape[-1] != self.event_size:
+            raise ValueError(f"{self.name} expects inputs [..., {self.event_size}], got shape "
+                             f"{list(inputs_shape)}")
+        if (context_shape is None) != (self.context_size is None):
+            raise ValueError(f"{self.name}: context_size is {self.context_size} but the "
+                             f"context shape is {context_shape}")
+        shape = list(inputs_shape)
+        for layer in self.hidden_layers:
+            layer.build(shape)
+            shape = [*shape[:-1], layer.mask.shape[1]]
+        for first, second in self.block_layers:
+            first.build(shape)
+            second.build(shape)
+        self.output_layer.build(shape)
+        for layer in self.context_layers:
+            layer.build(list(context_shape))
+
+    def call(self, inputs, context=None):
+        if (context is None) != (self.context_size is None):
+            raise ValueError(f"{self.name}: context_size is {self.context_size} but got "
+                             f"{'no' if context is None else 'a'} context")
+        if context is not None:
+            context = keras.ops.cast(context, inputs.dtype)
+        hidden = inputs
+        for index, layer in enumerate(self.hidden_layers):
+            hidden = layer(hidden)
+            if index == 0 and context is not None:
+                hidden = hidden + self.context_layers[0](context)
+            if not self.block_layers:
+                hidden = self.activation(hidden)
+        for first, second in self.block_layers:
+            hidden = hidden + second(self.activation(first(self.activation(hidden))))
+        if self.block_layers:
+            hidden = self.activation(hidden)
+        params = self.output_layer(hidden)
+        if context is not None:
+            params = params + self.context_layers[1](context)
+        shape = keras.ops.shape(inputs)
+        return keras.ops.reshape(params, (*shape[:-1], self.event_size, self.params_per_dim))
+
+    def compute_output_shape(self, inputs_shape, context_shape=None):
+        return (*inputs_shape[:-1], self.event_size, self.params_per_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "event_size": self.event_size,
+            "params_per_dim": self.params_per_dim,
+            "hidden_units": self.hidden_units,
+            "ordering": self.ordering,
+            "hidden_degrees": self.hidden_degrees,
+            "num_blocks": self.num_blocks,
+            "context_size": self.context_size,
+            "activation": keras.activations.serialize(self.activation),
+            "zero_init": self.zero_init,
+            "seed": self.seed,
+        }
