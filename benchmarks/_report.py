@@ -1,7 +1,10 @@
-"""Writes one benchmark script's section of docs/benchmarks.md, keeping the others."""
+"""Shared by the benchmark scripts: timing, the machine, and their sections of the page."""
 
 import os
 import platform
+import time
+
+import numpy as np
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
 HEADER = "# Benchmarks\n"
@@ -52,3 +55,20 @@ def machine():
         "keras": keras.__version__,
         "tfp_flows": tff.__version__,
     }
+
+
+def best_rate(fn, count, repeats, min_seconds):
+    """Best rate (count / s) over `repeats` timings, each running `fn` for >= min_seconds."""
+    fn()  # warm-up: tracing, compilation and ActNorm's data-dependent init are excluded
+    best = 0.0
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while True:
+            result = fn()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        np.asarray(result)  # make sure the work is done
+        best = max(best, calls * count / elapsed)
+    return best

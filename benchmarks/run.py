@@ -5,7 +5,9 @@ for training, `compile(jit_compile=True)`). Each (case, mode) runs in its own pr
 its peak resident memory is that of measuring this mode alone. Results are printed and
 written to `docs/benchmarks.md` (with `--write`).
 
-Usage: python benchmarks/run.py [--write] [--repeats N] [--only vector|image|glow]
+Each case has its own section of the page, so `--write --only CASE` updates that case alone.
+
+Usage: python benchmarks/run.py [--write] [--repeats N] [--only vector|image|glow|maf|iaf]
 """
 
 import argparse
@@ -14,14 +16,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _report import machine, write_section  # noqa: E402
+from _report import best_rate, machine, write_section  # noqa: E402
 
 import tfp_flows as tff  # noqa: E402
 
@@ -68,6 +69,19 @@ CASES = {
         smoke=dict(build=lambda: tff.models.Glow([8, 8, 1], num_levels=2, num_steps=1,
                                                  hidden_channels=4, num_bins=256),
                    batch=4)),
+    # Sampling a MAF and the density of an IAF take D = 64 sequential MADE passes per step.
+    "maf": dict(
+        title="MAF, event 64, 5 affine steps, MADE 256x256, batch 512",
+        build=lambda: tff.models.MAF([64], num_layers=5, hidden_units=[256, 256]),
+        batch=512, train_steps=(2, 10),
+        smoke=dict(build=lambda: tff.models.MAF([4], num_layers=2, hidden_units=[8]),
+                   batch=8)),
+    "iaf": dict(
+        title="IAF, event 64, 5 affine steps, MADE 256x256, batch 512",
+        build=lambda: tff.models.IAF([64], num_layers=5, hidden_units=[256, 256]),
+        batch=512, train_steps=(1, 1), min_seconds=3.0, repeats=2,
+        smoke=dict(build=lambda: tff.models.IAF([4], num_layers=2, hidden_units=[8]),
+                   batch=8)),
 }
 
 
@@ -80,23 +94,6 @@ def settings(name, smoke=False, repeats=None):
     if repeats:
         case["repeats"] = repeats
     return case
-
-
-def _rate(fn, count, repeats, min_seconds):
-    """Best rate (count / s) over `repeats` timings, each running `fn` for >= min_seconds."""
-    fn()  # warm-up: tracing, compilation and ActNorm's data-dependent init are excluded
-    best = 0.0
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            result = fn()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        np.asarray(result)  # make sure the work is done
-        best = max(best, calls * count / elapsed)
-    return best
 
 
 def _wrap(fn, mode):
@@ -129,9 +126,9 @@ def bench_mode(case, mode):
     # eager result without computing anything.
     return dict(
         mode=mode,
-        train_steps_per_s=_rate(train, steps, **timing),
-        log_prob_rows_per_s=_rate(lambda: log_prob(tf.constant(x)), batch, **timing),
-        samples_per_s=_rate(lambda: sample(tf.constant(z)), batch, **timing),
+        train_steps_per_s=best_rate(train, steps, **timing),
+        log_prob_rows_per_s=best_rate(lambda: log_prob(tf.constant(x)), batch, **timing),
+        samples_per_s=best_rate(lambda: sample(tf.constant(z)), batch, **timing),
     )
 
 
@@ -166,6 +163,7 @@ def _number(value):
 
 
 def markdown(sections, info, baseline_mib):
+    """`{section name: markdown}`: the introduction, then one section per case."""
     lines = ["## Speed and memory", "",
              "Measured by `python benchmarks/run.py --write` (best of several timed runs, "
              "after a warm-up that excludes tracing and compilation).", "",
@@ -184,20 +182,21 @@ def markdown(sections, info, baseline_mib):
              "activations of training, `log_prob` and sampling. A process that imports "
              "TensorFlow, TensorFlow Probability, Keras and tfp_flows and builds nothing "
              f"peaks at {baseline_mib:,.0f} MiB.", ""]
-    for case, rows in sections:
+    texts = {"speed": "\n".join(lines)}
+    for name, case, rows in sections:
         eager_steps, graph_steps = case["train_steps"]
-        lines += [f"### {case['title']}", "",
-                  f"Timing: best of {case['repeats']} run(s) of at least "
-                  f"{case['min_seconds']:g} s; {eager_steps} (eager) or {graph_steps} "
-                  "(function, xla) train steps per timed `fit` call.", "",
-                  f"| mode | train steps/s | log_prob {case['unit']}/s | samples/s "
-                  "| peak memory (MiB) |",
-                  "|---|---:|---:|---:|---:|"]
+        lines = [f"### {case['title']}", "",
+                 f"Timing: best of {case['repeats']} run(s) of at least "
+                 f"{case['min_seconds']:g} s; {eager_steps} (eager) or {graph_steps} "
+                 "(function, xla) train steps per timed `fit` call.", "",
+                 f"| mode | train steps/s | log_prob {case['unit']}/s | samples/s "
+                 "| peak memory (MiB) |",
+                 "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['mode']} | {_number(r['train_steps_per_s'])} | "
                   f"{_number(r['log_prob_rows_per_s'])} | {_number(r['samples_per_s'])} | "
                   f"{r['peak_rss_mib']:,.0f} |" for r in rows]
-        lines.append("")
-    return "\n".join(lines)
+        texts[f"speed-{name}"] = "\n".join(lines)
+    return texts
 
 
 def main():
@@ -212,8 +211,8 @@ def main():
         parser.error("--repeats must be >= 1")
     if args.child:
         return child(*args.child, args.smoke, args.repeats)
-    if args.write and (args.smoke or args.only):
-        parser.error("--write records every case at full size; run without --smoke and --only")
+    if args.write and args.smoke:
+        parser.error("--smoke results are not benchmarks; run without --write")
     baseline_mib = run_child("baseline", "none", args.smoke, args.repeats)["peak_rss_mib"]
     sections = []
     for name in CASES:
@@ -224,11 +223,12 @@ def main():
         for mode in MODES:
             rows.append(run_child(name, mode, args.smoke, args.repeats))
             print(json.dumps({"case": case["title"], **rows[-1]}), flush=True)
-        sections.append((case, rows))
-    text = markdown(sections, machine(), baseline_mib)
-    print(text)
+        sections.append((name, case, rows))
+    texts = markdown(sections, machine(), baseline_mib)
+    print("\n\n".join(texts.values()))
     if args.write:
-        write_section("speed", text)
+        for section, text in texts.items():
+            write_section(section, text)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,35 @@ def actnorm_case(shape):
     return build
 
 
+def maf_case(transformer, conditional=False, inverted=False):
+    """A MAF step with a random MADE order; `inverted` is an IAF step (tfb.Invert)."""
+    def build(dtype):
+        params_per_dim = bijectors.MaskedAutoregressiveFlow.made_params_per_dim(transformer, 4)
+        made = nets.MADE(VECTOR[0], params_per_dim, [8], ordering="random",
+                         context_size=CONTEXT_SIZE if conditional else None,
+                         activation="tanh", zero_init=False, seed=2, dtype=dtype)
+        # spline_range 1: part of the data lies outside, where the spline is the identity.
+        bijector = bijectors.MaskedAutoregressiveFlow(
+            made, VECTOR, transformer=transformer, num_spline_bins=4, spline_range=1.0,
+            conditional=conditional)
+        if inverted:
+            bijector = tfb.Invert(bijector)
+        return bijector, _data(VECTOR, dtype), _context(dtype) if conditional else None
+    return build
+
+
+def autoregressive_model_case(builder, conditional=False):
+    """The whole bijector of a 2-step MAF or IAF (random orders), weights perturbed."""
+    def build(dtype):
+        flow = builder(VECTOR, num_layers=2, hidden_units=[8], orderings="random",
+                       context_size=CONTEXT_SIZE if conditional else None, dtype=dtype)
+        rng = np.random.default_rng(7)
+        for weight in flow.trainable_weights:
+            weight.assign(weight.numpy() + rng.normal(0.0, 0.3, size=weight.shape))
+        return flow.bijector, _data(VECTOR, dtype), _context(dtype) if conditional else None
+    return build
+
+
 A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
 
 # name -> (dtype -> (bijector, x [batch, *event], context or None))
@@ -200,10 +229,16 @@ REGISTRY = {
     "split_channels": split_channels_case(conditional=False),
     "split_channels_conditional": split_channels_case(conditional=True),
     "glow_model": glow_model_case,
+    "maf_affine": maf_case("affine"),
+    "maf_spline": maf_case("spline"),
+    "maf_affine_conditional": maf_case("affine", conditional=True),
+    "iaf_spline_conditional": maf_case("spline", conditional=True, inverted=True),
+    "maf_model": autoregressive_model_case(models.MAF),
+    "iaf_model_conditional": autoregressive_model_case(models.IAF, conditional=True),
 }
 
 _SLOW = {"affine_conditional_image", "flow_chain_image", "glow_chain_squeeze_conv1x1_affine",
-         "glow_model"}
+         "glow_model", "maf_spline", "iaf_spline_conditional"}
 
 
 def _registry_params():

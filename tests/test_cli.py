@@ -92,6 +92,15 @@ def test_train_writes_all_outputs(tmp_path, capsys):
     assert "nice on eight_gaussians: train NLL" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("model", ["maf", "iaf"])
+def test_train_autoregressive_flows_on_toy_data(model, tmp_path):
+    out = tmp_path / model
+    assert cli.main(["train", "--model", model, "--dataset", "spirals", "--out", str(out),
+                     "--num-layers", "2", "--hidden-units", "8", *TINY]) == 0
+    metrics = _check_outputs(out, extra=("checkpoints", "logs"))
+    assert metrics["model"] == model and metrics["num_layers"] == 2
+
+
 @pytest.mark.slow
 def test_saved_model_loads_without_tfp_flows(demo_run):
     _, out = demo_run
@@ -148,6 +157,8 @@ def test_settings_follow_defaults_quick_and_explicit_options():
     (["train", "--dataset", "two_moons", "--out", "x"], "required: --model"),
     (["train", "--model", "glow", "--dataset", "two_moons", "--out", "x"],
      "--model glow needs image data, got the toy density 'two_moons'"),
+    (["train", "--model", "maf", "--dataset", "digits", "--out", "x"],
+     "--model maf models vectors, not images: use a toy density, not 'digits'"),
     (["train", "--model", "glow", "--dataset", "three_moons", "--out", "x"],
      "unknown dataset 'three_moons': choose a toy density"),
     (["train", "--model", "glow", "--dataset", "tfds:", "--out", "x"],

@@ -4,7 +4,7 @@
 exposes the model, the dataset and the training settings:
 
 - toy 2-D densities (`two_moons`, `checkerboard`, ... see `tfp_flows.datasets.toy`) with
-  `--model realnvp|nice`;
+  `--model realnvp|nice|maf|iaf`;
 - images with `--model glow|realnvp|nice`: `digits` (scikit-learn's bundled 8x8 digits, 17
   grey levels, no download), the tensorflow-datasets sets `mnist`, `fashion_mnist`,
   `cifar10`, `celeb_a` (center-cropped to 148 and resized to 64 unless `--image-size` says
@@ -60,7 +60,9 @@ import time
 
 __all__ = ["main"]
 
-MODELS = ("glow", "nice", "realnvp")
+MODELS = ("glow", "iaf", "maf", "nice", "realnvp")
+# Models of toy (vector) data; those of images are the keys of _IMAGE_SETTINGS.
+_TOY_MODELS = ("iaf", "maf", "nice", "realnvp")
 DEMO_DEFAULTS = {
     "model": "realnvp",
     "dataset": "two_moons",
@@ -260,13 +262,14 @@ def build_parser():
                     "logs/ and saved_model/ into --out. Defaults depend on the kind of data: "
                     f"toy {DEMO_DEFAULTS}; images {IMAGE_DEFAULTS}.")
     train.add_argument("--model", choices=MODELS, required=True,
-                       help="flow family (glow needs image data)")
+                       help="flow family (glow needs image data, maf and iaf vectors)")
     _add_run_arguments(train, {}, None)
     train.add_argument("--batch-size", type=_positive_int, help="examples per step")
     train.add_argument("--learning-rate", type=_positive_float,
                        help="peak Adam learning rate, cosine-decayed to 0")
     train.add_argument("--num-layers", type=_positive_int,
-                       help="couplings (realnvp/nice on toy data, nice on images)")
+                       help="couplings or autoregressive steps (toy data), couplings of "
+                            "nice on images")
     train.add_argument("--hidden-units", type=_positive_int, nargs="+", metavar="UNITS",
                        help="toy data: hidden layer widths of each conditioner")
     image = train.add_argument_group("image data")
@@ -331,9 +334,12 @@ def _settings(args):
                          if getattr(args, key, None) is not None})
     else:
         kind = _dataset_kind(args.dataset)
-        if kind == "toy" and args.model == "glow":
-            raise UsageError(f"--model glow needs image data, got the toy density "
+        if kind == "toy" and args.model not in _TOY_MODELS:
+            raise UsageError(f"--model {args.model} needs image data, got the toy density "
                              f"{args.dataset!r}")
+        if kind == "image" and args.model not in _IMAGE_SETTINGS:
+            raise UsageError(f"--model {args.model} models vectors, not images: use a toy "
+                             f"density, not {args.dataset!r}")
         keys = _setting_keys(args.model, args.dataset)
         defaults = DEMO_DEFAULTS if kind == "toy" else IMAGE_DEFAULTS
         settings = {key: defaults.get(key) for key in keys}
@@ -500,7 +506,8 @@ def _build_flow(settings, event_shape, num_bins):
 
     model = settings["model"]
     if len(event_shape) == 1:
-        builder = {"realnvp": models.RealNVP, "nice": models.NICE}[model]
+        builder = {"realnvp": models.RealNVP, "nice": models.NICE, "maf": models.MAF,
+                   "iaf": models.IAF}[model]
         return builder(event_shape, num_layers=settings["num_layers"],
                        hidden_units=settings["hidden_units"], seed=settings["seed"])
     common = {key: settings[key] for key in ("hidden_channels", "num_blocks", "logit_alpha",

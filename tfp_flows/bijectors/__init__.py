@@ -1,6 +1,7 @@
 """Bijectors (`tfp.bijectors.Bijector` subclasses) of tfp_flows."""
 
 from tfp_flows.bijectors.actnorm import ActNorm, initialize_actnorm
+from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
 from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
@@ -22,6 +23,7 @@ __all__ = [
     "InvertibleConv1x1",
     "LevelScaling",
     "LogitTransform",
+    "MaskedAutoregressiveFlow",
     "SplitChannels",
     "Squeeze",
     "initialize_actnorm",

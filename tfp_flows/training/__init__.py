@@ -1,4 +1,5 @@
-"""Training utilities: bits-per-dim metric, callbacks, checkpoints and TensorBoard logs."""
+"""Training utilities: bits-per-dim metric, callbacks, checkpoints, TensorBoard logs and
+probability density distillation."""
 
 from tfp_flows.training.callbacks import NaNGuard
 from tfp_flows.training.checkpoints import (
@@ -8,9 +9,10 @@ from tfp_flows.training.checkpoints import (
     list_checkpoints,
     resume,
 )
+from tfp_flows.training.distillation import Distiller
 from tfp_flows.training.metrics import BitsPerDim, bits_per_dim
 from tfp_flows.training.tensorboard import EpochSummaries, tensorboard_callback
 
-__all__ = ["BitsPerDim", "EpochCheckpoint", "EpochSummaries", "NaNGuard", "bits_per_dim",
-           "checkpoint_path", "latest_checkpoint", "list_checkpoints", "resume",
-           "tensorboard_callback"]
+__all__ = ["BitsPerDim", "Distiller", "EpochCheckpoint", "EpochSummaries", "NaNGuard",
+           "bits_per_dim", "checkpoint_path", "latest_checkpoint", "list_checkpoints",
+           "resume", "tensorboard_callback"]
