@@ -59,6 +59,9 @@ class MAF(Flow):
         TensorShape([4, 3])
     """
 
+    # The sequential direction: XLA measured about 40% faster on CPU (docs/benchmarks.md).
+    _xla_on_cpu = ("sample", "forward")
+
     def __init__(self, event_shape, num_layers=5, hidden_units=(256, 256), transformer="affine",
                  num_blocks=0, orderings="reverse", log_scale_bound=3.0, num_spline_bins=8,
                  spline_range=3.0, context_size=None, seed=0, **kwargs):
@@ -140,6 +143,8 @@ class IAF(MAF):
         >>> flow.sample(4, seed=0).shape
         TensorShape([4, 3])
     """
+
+    _xla_on_cpu = ("log_prob", "inverse")
 
     def _step(self, made, index):
         return tfp.bijectors.Invert(self._autoregressive(made, f"maf_{index}"),

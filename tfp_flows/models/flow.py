@@ -250,15 +250,21 @@ class Flow(keras.Model):
 
     # -- inference -------------------------------------------------------------------------
 
+    # Inference methods that use XLA even on a CPU, where it measured faster for this family
+    # (docs/benchmarks.md); a subclass lists them by name ("log_prob", "sample", ...).
+    _xla_on_cpu = ()
+
     def _compiled(self, name, fn, specs):
         """A cached `tf.function` with batch-polymorphic signature (no retracing).
 
         XLA is used where an accelerator is present; on CPU plain graphs measured faster
-        (docs/benchmarks.md), the same choice Keras makes for `fit` with `jit_compile="auto"`.
+        (docs/benchmarks.md), the same choice Keras makes for `fit` with `jit_compile="auto"`,
+        except for the methods a subclass names in `_xla_on_cpu`.
         """
         if name not in self._compiled_functions:
             self._compiled_functions[name] = tf.function(
-                fn, input_signature=specs, jit_compile=_accelerator_present())
+                fn, input_signature=specs,
+                jit_compile=_accelerator_present() or name in self._xla_on_cpu)
         return self._compiled_functions[name]
 
     def _spec(self, trailing, dtype=None):
