@@ -12,7 +12,8 @@ HEADER = "# Benchmarks\n"
 
 def write_section(name, text, path=PATH):
     """Replaces the block between `<!-- begin NAME -->` and `<!-- end NAME -->` (or appends
-    it), writing through a temporary file so the page is never half-written."""
+    it), writing through a temporary file so the page is never half-written. Run the
+    benchmark scripts one at a time: they share the page (and the machine)."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     block = f"{begin}\n{text.strip()}\n{end}\n"
     try:
@@ -26,9 +27,10 @@ def write_section(name, text, path=PATH):
         updated = before + block + ("\n" + after if after else "")
     else:
         updated = current.rstrip("\n") + "\n\n" + block
-    with open(path + ".tmp", "w") as f:
+    staging = f"{path}.{os.getpid()}.tmp"
+    with open(staging, "w") as f:
         f.write(updated)
-    os.replace(path + ".tmp", path)
+    os.replace(staging, path)
 
 
 def machine():

@@ -56,7 +56,7 @@ def main():
                                          density_space="bins")
     print(f"test: {test_nll:.2f} nats per image, {test_bpd:.3f} bits/dim")
 
-    samples = flow.sample(64, temperature=1.0, seed=0).numpy()  # in [0, 17)
+    samples = flow.sample(64, temperature=1.0, seed=0).numpy()  # levels, about [0, 17)
     print(f"samples finite: {bool(np.all(np.isfinite(samples)))}")
     os.makedirs(args.out, exist_ok=True)
     tff.datasets.plot_image_grid(samples, os.path.join(args.out, "glow_digits_samples.png"),

@@ -157,3 +157,20 @@ def test_plots_reject_points_that_are_not_2d(tmp_path):
     with pytest.raises(ValueError, match=r"samples must be an array of 2-D points \[n, 2\], "
                                          r"got shape \[4, 3\]"):
         datasets.plot_samples(np.zeros([4, 3]), tmp_path / "s.png")
+
+
+def test_image_grid_draws_levels_beside_data(tmp_path):
+    from tfp_flows.datasets import plot_image_grid
+
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(-1.0, 18.0, size=[10, 8, 8, 1])
+    samples[0, 0, 0, 0] = np.nan  # drawn black, not an error
+    path = plot_image_grid(samples, tmp_path / "grid.png", num_bins=17,
+                           data=rng.integers(0, 17, size=[5, 8, 8, 1]))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # Two channels: the first one is drawn.
+    plot_image_grid(rng.uniform(0, 256, size=[4, 4, 4, 2]), tmp_path / "two.png")
+    with pytest.raises(ValueError, match=r"images must be images \[n, height, width, channels\]"):
+        plot_image_grid(np.zeros([4, 8, 8]), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="num_bins must be an int >= 2"):
+        plot_image_grid(samples, tmp_path / "bad.png", num_bins=1)

@@ -224,7 +224,7 @@ def _add_run_arguments(parser, defaults, dataset_choices, notes=None):
     parser.add_argument("--out", default=defaults.get("out"), required="out" not in defaults,
                         help="output directory, created if needed" + shown("out"))
     parser.add_argument("--num-points", type=_num_points, default=defaults.get("num_points"),
-                        help=f"toy data: points generated, {TEST_FRACTION:.0%} held out for "
+                        help=f"toy data: points generated, {TEST_FRACTION:.0%}% held out for "
                              "testing" + shown("num_points"))
     parser.add_argument("--seed", type=_non_negative_int, default=defaults.get("seed"),
                         help="seed of the data, the weights and the samples" + shown("seed"))
@@ -291,8 +291,8 @@ def build_parser():
     image.add_argument("--train-split", help="tfds sets: the training split")
     image.add_argument("--test-split", help="tfds sets: the test split")
     image.add_argument("--data-dir", help="tfds sets: tensorflow-datasets data directory")
-    image.add_argument("--temperature", type=_positive_float, default=1.0,
-                       help="temperature of the sampled images (default: %(default)s)")
+    image.add_argument("--temperature", type=_positive_float,
+                       help="temperature of the sampled images (default: 1)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in OUT/checkpoints until "
                             "--epochs epochs are complete in all (starts fresh if there is "
@@ -323,8 +323,8 @@ def _settings(args):
     """The run's settings: the defaults, then `--quick`, then explicit options.
 
     Raises:
-        UsageError: `train` got an option that its model or dataset does not use, or asked
-            for glow on toy data.
+        UsageError: `train` got an option that its model or dataset does not use, or a
+            model that does not model that kind of data (glow on toy data, maf on images).
     """
     if args.command == "demo":
         settings = dict(DEMO_DEFAULTS)
@@ -351,6 +351,11 @@ def _settings(args):
                                  f"{kind} data ({args.dataset})")
             if key in given:
                 settings[key] = given[key]
+        for key, applies in (("temperature", kind == "image"),
+                             ("data_dir", "train_split" in keys)):
+            if key in given and not applies:
+                option = "--" + key.replace("_", "-")
+                raise UsageError(f"{option} does not apply to {kind} data ({args.dataset})")
         if settings.get("logit_alpha") == "none":
             settings["logit_alpha"] = None
         if kind == "image" and args.dataset in IMAGE_DATASETS and settings.get("image_size") \
@@ -448,17 +453,19 @@ def _shuffled_batches(train, batch_size, seed, dequantize=False):
     num_batches = len(train) // batch_size
     seed = tf.constant(seed, tf.int64)
 
+    def load(index, rows):
+        x = tf.gather(data, rows)
+        if dequantize:
+            # A negative second component keeps these seeds apart from the shuffle's.
+            x = uniform_dequantize(x, seed=tf.stack([seed, -1 - epoch * num_batches - index]))
+        return x
+
     def one_epoch(_):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(len(train)), seed=tf.stack([seed, epoch]))
         # Full batches only: under XLA every new batch shape is another compilation.
-        batches = (tf.data.Dataset.from_tensor_slices(tf.gather(data, order))
-                   .batch(batch_size, drop_remainder=True))
-        if dequantize:
-            batches = batches.enumerate().map(
-                lambda index, x: uniform_dequantize(
-                    x, seed=tf.stack([seed, epoch * num_batches + index])))
-        return batches
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .batch(batch_size, drop_remainder=True).enumerate().map(load))
 
     batches = (tf.data.Dataset.range(1).flat_map(one_epoch)
                .apply(tf.data.experimental.assert_cardinality(num_batches))
@@ -527,12 +534,22 @@ def _build_flow(settings, event_shape, num_bins):
                          f"{list(event_shape)}): {error}") from error
 
 
-def _mean_nll(flow, x):
-    """Mean negative log-likelihood of `x` in nats, in float64, evaluated in batches."""
+def _mean_nll(flow, x, dequantize_seed=None):
+    """Mean negative log-likelihood of `x` in nats, in float64, evaluated in batches.
+
+    With `dequantize_seed`, integer `x` is dequantized batch by batch (seeded by the seed
+    and the batch), so no float copy of the whole set is made.
+    """
     import numpy as np
 
-    log_probs = [flow.log_prob(x[i:i + EVAL_BATCH_SIZE]).numpy().astype(np.float64)
-                 for i in range(0, len(x), EVAL_BATCH_SIZE)]
+    from tfp_flows.distributions import uniform_dequantize
+
+    log_probs = []
+    for start in range(0, len(x), EVAL_BATCH_SIZE):
+        batch = x[start:start + EVAL_BATCH_SIZE]
+        if dequantize_seed is not None:
+            batch = uniform_dequantize(batch, seed=[dequantize_seed, start]).numpy()
+        log_probs.append(flow.log_prob(batch).numpy().astype(np.float64))
     return float(-np.mean(np.concatenate(log_probs)))
 
 
@@ -632,7 +649,7 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
     train_seconds = time.perf_counter() - start
 
     if is_image:
-        train_nll = _mean_nll(flow, uniform_dequantize(train, seed=seed + 2).numpy())
+        train_nll = _mean_nll(flow, train, dequantize_seed=seed + 2)
         samples = flow.sample(NUM_IMAGE_SAMPLES, temperature=temperature, seed=seed).numpy()
         plot_image_grid(samples, os.path.join(out, "samples.png"), num_bins, data=test_levels,
                         title=f"{settings['model']} samples (T={temperature:g})")
@@ -696,7 +713,7 @@ def main(argv=None):
         metrics = run(settings, out, verbose=args.verbose, checkpoints=is_train,
                       resume=is_train and args.resume,
                       keep_checkpoints=getattr(args, "keep_checkpoints", KEEP_CHECKPOINTS),
-                      temperature=getattr(args, "temperature", 1.0),
+                      temperature=getattr(args, "temperature", None) or 1.0,
                       data_dir=getattr(args, "data_dir", None))
     except UsageError as error:
         parser.error(str(error))

@@ -163,22 +163,25 @@ def _tile(images, num_bins, columns):
 
 
 def _check_images(name, images):
+    """`[n, H, W, C]` -> the images to draw: grey (C = 1), RGB (C = 3), else channel 0."""
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] < 1:
-        raise ValueError(f"{name} must be images [n, height, width, 1 or 3], got shape "
+    if images.ndim != 4 or images.shape[0] < 1 or images.shape[-1] < 1:
+        raise ValueError(f"{name} must be images [n, height, width, channels], got shape "
                          f"{list(images.shape)}")
-    return images
+    return images if images.shape[-1] in (1, 3) else images[..., :1]
 
 
 def plot_image_grid(images, path, num_bins=256, data=None, title="samples", max_images=64):
     """Writes a PNG grid of images (e.g. a flow's samples), beside a grid of `data` if given.
 
-    Values are grey levels in `[0, num_bins)`, as an image flow with `num_bins` samples
-    them (dequantized levels); each is floored and clipped to a level, and non-finite
-    values are drawn black.
+    Values are dequantized levels, as an image flow with `num_bins` samples them (about
+    `[0, num_bins)`; a flow with a logit transform reaches a little beyond); each is
+    floored and clipped to a level in `0..num_bins-1`, and non-finite values are drawn
+    black.
 
     Args:
-        images: `[n, height, width, channels]` with 1 (grey) or 3 (RGB) channels.
+        images: `[n, height, width, channels]`: 1 channel is drawn grey, 3 as RGB, and of
+            any other number only the first channel, grey.
         path: the PNG file to write.
         num_bins: number of levels `K` (256 for 8-bit images, 17 for the digits).
         data: optional reference images of the same layout, drawn in their own panel.
