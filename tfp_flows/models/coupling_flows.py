@@ -56,7 +56,8 @@ class _CouplingFlow(Flow):
             elif i and self.permutation == "random":
                 steps.append(bijectors.random_permutation(
                     self.event_shape[-1], seed=self.seed + i, name=f"permutation_{i}"))
-            steps.append(self._make_coupling(conditioner_layer, self.mask, i % 2, i))
+            steps.append(self._make_coupling(conditioner_layer, self.event_shape, self.mask,
+                                             i % 2, f"coupling_{i}"))
         return steps
 
     def _make_conditioner(self, output_size, index):
@@ -69,9 +70,9 @@ class _CouplingFlow(Flow):
                                     dtype=self.dtype_policy, name=name)
         return nets.MLP(self.hidden_units, output_size, dtype=self.dtype_policy, name=name)
 
-    def _make_coupling(self, conditioner_layer, mask, parity, index):
-        return self.coupling_class(conditioner_layer, self.event_shape, mask=mask, parity=parity,
-                                   conditional=self.conditional, name=f"coupling_{index}")
+    def _make_coupling(self, conditioner_layer, shape, mask, parity, name):
+        return self.coupling_class(conditioner_layer, shape, mask=mask, parity=parity,
+                                   conditional=self.conditional, name=name)
 
     def _extra_steps(self):
         """Bijectors applied to the base noise before the couplings."""
@@ -212,11 +213,10 @@ class RealNVP(_CouplingFlow):
         super().__init__(event_shape, num_layers=num_layers, hidden_units=hidden_units,
                          **kwargs)
 
-    def _make_coupling(self, conditioner_layer, mask, parity, index):
+    def _make_coupling(self, conditioner_layer, shape, mask, parity, name):
         return bijectors.AffineCoupling(
-            conditioner_layer, self.event_shape, mask=mask, parity=parity,
-            conditional=self.conditional, log_scale_bound=self.log_scale_bound,
-            name=f"coupling_{index}")
+            conditioner_layer, shape, mask=mask, parity=parity, conditional=self.conditional,
+            log_scale_bound=self.log_scale_bound, name=name)
 
     def _coupling_steps(self):
         if self.num_scales is None:
@@ -250,9 +250,7 @@ class RealNVP(_CouplingFlow):
             bijectors.AffineCoupling.conditioner_output_size(shape, mask, parity),
             dtype=self.dtype_policy, name=f"{name}_conditioner")
         self.conditioners.append(conditioner)
-        return bijectors.AffineCoupling(
-            conditioner, shape, mask=mask, parity=parity, conditional=self.conditional,
-            log_scale_bound=self.log_scale_bound, name=name)
+        return self._make_coupling(conditioner, shape, mask, parity, name)
 
     def _scale(self, shape, index):
         """Scale `index` on event `shape` as one shape-preserving bijector."""
