@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from tfp_flows._atomic import write_text
+
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "benchmarks.md")
 HEADER = "# Benchmarks\n"
 
@@ -27,10 +29,7 @@ def write_section(name, text, path=PATH):
         updated = before + block + ("\n" + after if after else "")
     else:
         updated = current.rstrip("\n") + "\n\n" + block
-    staging = f"{path}.{os.getpid()}.tmp"
-    with open(staging, "w") as f:
-        f.write(updated)
-    os.replace(staging, path)
+    write_text(path, updated)
 
 
 def machine():

@@ -580,10 +580,10 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
     import keras
     import numpy as np
 
+    from tfp_flows._atomic import write_json
     from tfp_flows.datasets import load_toy, plot_density, plot_image_grid, plot_samples
     from tfp_flows.distributions import uniform_dequantize
     from tfp_flows.training import EpochCheckpoint, bits_per_dim, tensorboard_callback
-    from tfp_flows.training.checkpoints import _write_json_atomically
 
     start = time.perf_counter()
     seed = settings["seed"]
@@ -688,7 +688,7 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         "completed_epochs": max(initial_epoch, settings["epochs"]),
         "versions": _versions(),
     }
-    _write_json_atomically(os.path.join(out, "metrics.json"), metrics)
+    write_json(os.path.join(out, "metrics.json"), metrics)
     return metrics
 
 

@@ -7,9 +7,10 @@ replaced only by a complete one.
 """
 
 import os
-import uuid
 
 import numpy as np
+
+from tfp_flows._atomic import staged
 
 __all__ = ["density_grid", "plot_density", "plot_image_grid", "plot_samples"]
 
@@ -29,16 +30,8 @@ def _figure(num_axes, bounds):
 
 def _save(figure, path):
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Not mkstemp: its files are private (0600); this one gets the usual permissions.
-    staging = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    with staged(path) as staging:
         figure.savefig(staging, format="png", dpi=100)
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
     return path
 
 

@@ -11,11 +11,12 @@ a checkpoint's name.
 import json
 import os
 import re
-import uuid
 import warnings
 import zipfile
 
 import keras
+
+from tfp_flows._atomic import STAGING_PREFIX, staged, write_json
 
 __all__ = ["CHECKPOINT_INDEX", "EpochCheckpoint", "checkpoint_path", "latest_checkpoint",
            "list_checkpoints", "resume"]
@@ -24,7 +25,6 @@ CHECKPOINT_INDEX = "checkpoint.json"
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})\.keras$")
 # Members every `.keras` archive written by `model.save` holds.
 _REQUIRED_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
-_STAGING_PREFIX = ".tmp-"
 
 
 def checkpoint_path(directory, completed_epochs):
@@ -128,41 +128,6 @@ def resume(directory, custom_objects=None):
     return None, 0
 
 
-def _write_json_atomically(path, payload):
-    """Writes `payload` as JSON to `path` through a synced temporary file and `os.replace`."""
-    directory, name = os.path.split(path)
-    staging = os.path.join(directory, f"{_STAGING_PREFIX}{uuid.uuid4().hex}-{name}")
-    try:
-        with open(staging, "x") as file:
-            json.dump(payload, file, indent=2, sort_keys=True)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-
-
-def _fsync_file(path):
-    with open(path, "rb") as file:
-        os.fsync(file.fileno())
-
-
-def _fsync_directory(directory):
-    """Makes a rename in `directory` durable (where the platform allows it)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def _scalar_logs(logs):
     scalars = {}
     for key, value in (logs or {}).items():
@@ -226,7 +191,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
         # Temporary files of a process killed while saving; one run writes here at a time.
         for name in os.listdir(self.directory):
-            if name.startswith(_STAGING_PREFIX):
+            if name.startswith(STAGING_PREFIX):
                 self._remove(os.path.join(self.directory, name))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -235,7 +200,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._save(path)
         self._written.add(path)
         iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
-        _write_json_atomically(os.path.join(self.directory, CHECKPOINT_INDEX), {
+        write_json(os.path.join(self.directory, CHECKPOINT_INDEX), {
             "latest": os.path.basename(path),
             "completed_epochs": completed,
             "optimizer_iterations": None if iterations is None else int(iterations),
@@ -245,19 +210,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._prune(completed, path)
 
     def _save(self, path):
-        os.makedirs(self.directory, exist_ok=True)
-        # model.save insists on a name ending in .keras; the prefix hides it from
-        # list_checkpoints while it is incomplete.
-        staging = os.path.join(
-            self.directory, f"{_STAGING_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
-        try:
+        # model.save insists on a name ending in .keras; the staging prefix hides the
+        # temporary file from list_checkpoints while it is incomplete.
+        with staged(path) as staging:
             self.model.save(staging)
-            _fsync_file(staging)
-            os.replace(staging, path)
-            _fsync_directory(self.directory)
-        finally:
-            if os.path.exists(staging):
-                os.remove(staging)
 
     def _prune(self, completed, just_written):
         kept = []
