@@ -162,20 +162,74 @@ def _number(value):
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+_RATES = (("train_steps_per_s", "train"), ("log_prob_rows_per_s", "log_prob"),
+          ("samples_per_s", "sampling"))
+# Ratios within this margin of 1 are reported as level: run-to-run noise on a shared CPU.
+_LEVEL_MARGIN = 0.05
+
+
+def _ratios(rows, faster, slower):
+    """`{rate label: rate in mode `faster` / rate in mode `slower`}` for one case."""
+    by_mode = {row["mode"]: row for row in rows}
+    if faster not in by_mode or slower not in by_mode:
+        return {}
+    return {label: by_mode[faster][key] / by_mode[slower][key]
+            for key, label in _RATES if by_mode[slower][key] > 0}
+
+
+def _verdict(ratio):
+    if ratio > 1 + _LEVEL_MARGIN:
+        return "faster"
+    if ratio < 1 - _LEVEL_MARGIN:
+        return "slower"
+    return "level"
+
+
+def _comparison_text(rows):
+    """One sentence per case comparing XLA and eager with the plain graph, from `rows`."""
+    xla = _ratios(rows, "xla", "function")
+    eager = _ratios(rows, "eager", "function")
+    parts = [f"{label} x{ratio:.2f} ({_verdict(ratio)})" for label, ratio in xla.items()]
+    text = "XLA against the plain graph: " + ", ".join(parts) + "." if parts else ""
+    if "train" in eager:
+        text += f" Eager trains at x{eager['train']:.2f} the plain graph's rate."
+    return text.strip()
+
+
+def _defaults_text(sections):
+    """What the measured cases say about XLA on this machine, counted from the numbers."""
+    ratios = [_ratios(rows, "xla", "function") for _, _, rows in sections]
+    counts = []
+    for _, label in _RATES:
+        verdicts = [_verdict(case[label]) for case in ratios if label in case]
+        if verdicts:
+            counts.append((label, len(verdicts), {
+                word: verdicts.count(word) for word in ("faster", "level", "slower")}))
+    if not counts:
+        return "No case was measured in this run."
+    text = (f"XLA against a plain graph over the {len(sections)} case(s) of this run "
+            f"(level: within {_LEVEL_MARGIN:.0%}): " + "; ".join(
+                f"{label} faster in {c['faster']}, level in {c['level']}, slower in "
+                f"{c['slower']} of {n}" for label, n, c in counts) + ".")
+    mostly_faster = [label for label, n, c in counts if c["faster"] > n / 2]
+    if mostly_faster:
+        text += f" XLA is faster in most cases for: {', '.join(mostly_faster)}."
+    others = [label for label, n, c in counts if label not in mostly_faster]
+    if others:
+        text += f" It is not faster in most cases for: {', '.join(others)}."
+    return (text + " The library's defaults on CPU: `Flow.compile` keeps Keras' "
+            "`jit_compile=\"auto\"` (plain graphs on CPU, XLA with an accelerator); "
+            "inference methods run as plain graphs except those a family lists in "
+            "`_xla_on_cpu`. Eager mode is for debugging only.")
+
+
 def markdown(sections, info, baseline_mib):
     """`{section name: markdown}`: the introduction, then one section per case."""
     lines = ["## Speed and memory", "",
              "Measured by `python benchmarks/run.py --write` (best of several timed runs, "
              "after a warm-up that excludes tracing and compilation).", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), "",
-             "Defaults that follow from these numbers: on a CPU-only machine neither `fit` "
-             "nor inference gains consistently from XLA at these sizes, so `Flow.compile` "
-             "keeps Keras' `jit_compile=\"auto\"` (plain graphs on CPU, XLA with an "
-             "accelerator) and `log_prob`/`sample`/`forward`/`inverse` run as plain graphs "
-             "on CPU and under XLA with an accelerator. Small models whose steps are "
-             "dominated by per-op overhead are faster under XLA even on CPU: `tfp-flows "
-             "demo` (16 couplings of 64x64 on 2-D data) compiles with `jit_compile=True`. "
-             "Eager mode is for debugging only.", "",
+             _defaults_text(sections), "",
              "Peak memory is the peak resident memory (RSS high-water mark, `VmHWM`) of a "
              "separate process that measured that mode alone: it includes the TensorFlow "
              "runtime, the model and optimizer state, the traced or compiled graphs and the "
@@ -195,6 +249,7 @@ def markdown(sections, info, baseline_mib):
         lines += [f"| {r['mode']} | {_number(r['train_steps_per_s'])} | "
                   f"{_number(r['log_prob_rows_per_s'])} | {_number(r['samples_per_s'])} | "
                   f"{r['peak_rss_mib']:,.0f} |" for r in rows]
+        lines += ["", _comparison_text(rows)]
         texts[f"speed-{name}"] = "\n".join(lines)
     return texts
 

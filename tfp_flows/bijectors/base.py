@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
+
+from tfp_flows.bijectors._tfp_private import BijectorCacheWithGreedyAttrs
 
 __all__ = ["FlowBijector", "check_event_shape", "soft_clamp"]
 
@@ -42,7 +43,7 @@ class FlowBijector(tfp.bijectors.Bijector):
 
     conditional = False
 
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
+    _cache = BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
     def __init__(self, event_shape, parameters, name, validate_args=False):

@@ -1,12 +1,11 @@
 """A chain of bijectors that hands one `context` tensor to every conditional member."""
 
-from tensorflow_probability.python.bijectors.chain import _Chain
-from tensorflow_probability.python.bijectors.invert import _Invert
+from tfp_flows.bijectors._tfp_private import Chain, Invert
 
 __all__ = ["FlowChain"]
 
 
-class FlowChain(_Chain):
+class FlowChain(Chain):
     """`tfb.Chain` that passes a `context` keyword to each member with `conditional = True`.
 
     TFP's `Chain` routes keyword arguments by bijector name
@@ -23,9 +22,9 @@ class FlowChain(_Chain):
 
     @staticmethod
     def _unwrap(bijector):
-        # tfb.Invert (built as the private _Invert) passes keyword arguments through to
+        # tfb.Invert passes keyword arguments through to
         # the bijector it wraps.
-        return bijector.bijector if isinstance(bijector, _Invert) else bijector
+        return bijector.bijector if isinstance(bijector, Invert) else bijector
 
     def _member_kwargs(self, bijector, kwargs):
         member = dict(kwargs.get(bijector.name, {}))
