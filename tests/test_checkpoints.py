@@ -159,9 +159,10 @@ def test_keep_prunes_to_the_newest(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.json", "epoch-0006.keras"]
 
 
-@pytest.mark.parametrize("keep", [0, -1, 1.5, True, "3"])
-def test_keep_must_be_a_positive_int_or_none(keep, tmp_path):
-    with pytest.raises(ValueError, match=f"keep must be a positive int or None, got {keep!r}"):
+@pytest.mark.parametrize("keep, error", [
+    (0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)])
+def test_keep_must_be_a_positive_int_or_none(keep, error, tmp_path):
+    with pytest.raises(error, match=f"keep must be a positive int or None, got {keep!r}"):
         EpochCheckpoint(tmp_path, keep=keep)
 
 

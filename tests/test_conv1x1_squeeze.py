@@ -111,8 +111,8 @@ def test_mixed_precision_keeps_log_det_in_float32():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"channels": 0}, ValueError, r"channels must be >= 1, got 0"),
-    ({"channels": 2.0}, TypeError, r"channels must be an int, got 2.0"),
+    ({"channels": 0}, ValueError, r"channels must be a positive int, got 0"),
+    ({"channels": 2.0}, TypeError, r"channels must be a positive int, got 2.0"),
     ({"channels": 2, "lu": "yes"}, TypeError, r"lu must be a bool, got 'yes'"),
     ({"channels": 2, "seed": "0"}, TypeError, r"seed must be an int or None, got '0'"),
 ])

@@ -98,37 +98,38 @@ def test_load_toy_passes_generator_arguments():
     np.testing.assert_array_equal(train, toy.two_moons(100, noise=0.0)[:80])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "three_moons"}, "'three_moons'"),
-    ({"name": None}, "None"),
-    ({"n": 0}, "n must be a positive int, got 0"),
-    ({"n": 10.0}, "got 10.0"),
-    ({"n": True}, "got True"),
-    ({"seed": -1}, "seed must be a non-negative int, got -1"),
-    ({"seed": 1.5}, "got 1.5"),
-    ({"test_fraction": 0.0}, "test_fraction must be a number in (0, 1), got 0.0"),
-    ({"test_fraction": 1}, "got 1"),
-    ({"test_fraction": "0.2"}, "'0.2'"),
-    ({"n": 3, "test_fraction": 0.1}, "leaves 3 training and 0 test points"),
-    ({"noise": -0.1}, "noise must be a finite number >= 0, got -0.1"),
-    ({"noise": float("nan")}, "got nan"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"name": "three_moons"}, ValueError, "'three_moons'"),
+    ({"name": None}, ValueError, "None"),
+    ({"n": 0}, ValueError, "n must be a positive int, got 0"),
+    ({"n": 10.0}, TypeError, "got 10.0"),
+    ({"n": True}, TypeError, "got True"),
+    ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+    ({"seed": 1.5}, TypeError, "got 1.5"),
+    ({"test_fraction": 0.0}, ValueError, "test_fraction must be a number in (0, 1), got 0.0"),
+    ({"test_fraction": 1}, ValueError, "got 1"),
+    ({"test_fraction": "0.2"}, TypeError, "'0.2'"),
+    ({"n": 3, "test_fraction": 0.1}, ValueError, "leaves 3 training and 0 test points"),
+    ({"noise": -0.1}, ValueError, "noise must be a finite number >= 0, got -0.1"),
+    ({"noise": float("nan")}, ValueError, "got nan"),
 ])
-def test_load_toy_rejects_bad_arguments_naming_the_value(kwargs, message):
+def test_load_toy_rejects_bad_arguments_naming_the_value(kwargs, error, message):
     arguments = {"name": "two_moons", "n": 100, **kwargs}
-    with pytest.raises(ValueError, match="^.*" + message.replace("(", r"\(").replace(
+    with pytest.raises(error, match="^.*" + message.replace("(", r"\(").replace(
             ")", r"\)").replace(".", r"\.")):
         load_toy(arguments.pop("name"), arguments.pop("n"), **arguments)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: toy.eight_gaussians(10, radius=0.0), "radius must be a finite number > 0"),
-    (lambda: toy.eight_gaussians(10, std=-1.0), "std must be"),
-    (lambda: toy.pinwheel(10, num_arms=0), "num_arms must be a positive int, got 0"),
-    (lambda: toy.spirals(-5), "n must be a positive int, got -5"),
-    (lambda: toy.checkerboard(10, seed="a"), "seed must be a non-negative int, got 'a'"),
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: toy.eight_gaussians(10, radius=0.0), ValueError,
+     "radius must be a finite number > 0"),
+    (lambda: toy.eight_gaussians(10, std=-1.0), ValueError, "std must be"),
+    (lambda: toy.pinwheel(10, num_arms=0), ValueError, "num_arms must be a positive int, got 0"),
+    (lambda: toy.spirals(-5), ValueError, "n must be a positive int, got -5"),
+    (lambda: toy.checkerboard(10, seed="a"), TypeError, "seed must be an int >= 0, got 'a'"),
 ])
-def test_generators_reject_bad_arguments(call, message):
-    with pytest.raises(ValueError, match=message):
+def test_generators_reject_bad_arguments(call, error, message):
+    with pytest.raises(error, match=message):
         call()
 
 

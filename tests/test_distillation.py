@@ -335,7 +335,7 @@ def test_frozen_student_raises():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"num_samples": 0}, ValueError, "num_samples must be a positive int, got 0"),
-    ({"num_samples": 2.5}, ValueError, "num_samples must be a positive int, got 2.5"),
+    ({"num_samples": 2.5}, TypeError, "num_samples must be a positive int, got 2.5"),
     ({"seed": "x"}, TypeError, "seed must be an int or None, got 'x'"),
     ({"extra_losses": lambda x, t, s: 0.0}, TypeError, "extra_losses must be a dict"),
     ({"extra_losses": [lambda x, t, s: 0.0]}, ValueError, "has no usable name"),

@@ -108,7 +108,7 @@ def test_dequantize_dataset_unseeded_and_digits():
     (tf.data.Dataset.from_tensor_slices((np.zeros([2], "uint8"), np.zeros([2]))), None,
      r"expects a dataset of integer tensors"),
     (tf.data.Dataset.from_tensor_slices(np.zeros([2], "uint8")), 1.5,
-     r"seed must be None or an int, got 1.5"),
+     r"seed must be an int, got 1.5"),
 ])
 def test_dequantize_dataset_rejects_bad_input(dataset, seed, match):
     with pytest.raises(TypeError, match=match):

@@ -116,8 +116,8 @@ def test_works_on_extra_batch_dimensions_and_under_xla():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(event_size=0), ValueError, "event_size must be >= 1"),
-    (dict(params_per_dim=1.5), TypeError, "params_per_dim must be an int"),
+    (dict(event_size=0), ValueError, "event_size must be a positive int"),
+    (dict(params_per_dim=1.5), TypeError, "params_per_dim must be a positive int"),
     (dict(ordering="up"), ValueError, "ordering must be one of"),
     (dict(ordering=[1, 2, 2, 3, 4]), ValueError, "permutation of 1..5"),
     (dict(ordering=[0, 1, 2, 3, 4]), ValueError, "permutation of 1..5"),

@@ -60,10 +60,10 @@ def test_dtype_float64():
 
 @pytest.mark.parametrize("make, match", [
     (lambda: nets.MLP([], 2), "hidden_units"),
-    (lambda: nets.MLP([8, 0], 2), r"hidden_units\[1\] must be >= 1, got 0"),
-    (lambda: nets.MLP([8], 0), "output_units must be >= 1, got 0"),
-    (lambda: nets.ResidualMLP(8, 0, 2), "num_blocks must be >= 1, got 0"),
-    (lambda: nets.ConvResNet(0, 1, 2), "hidden_channels must be >= 1, got 0"),
+    (lambda: nets.MLP([8, 0], 2), r"hidden_units\[1\] must be a positive int, got 0"),
+    (lambda: nets.MLP([8], 0), "output_units must be a positive int, got 0"),
+    (lambda: nets.ResidualMLP(8, 0, 2), "num_blocks must be a positive int, got 0"),
+    (lambda: nets.ConvResNet(0, 1, 2), "hidden_channels must be a positive int, got 0"),
     (lambda: nets.LogScale([2, -1]), r"got \[2, -1\]"),
 ])
 def test_invalid_arguments(make, match):
@@ -72,5 +72,5 @@ def test_invalid_arguments(make, match):
 
 
 def test_non_int_argument_is_a_type_error():
-    with pytest.raises(TypeError, match="output_units must be an int, got 2.5"):
+    with pytest.raises(TypeError, match="output_units must be a positive int, got 2.5"):
         nets.MLP([8], 2.5)

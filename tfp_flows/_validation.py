@@ -35,11 +35,12 @@ def check_int(name, value, minimum=None, maximum=None, allow_none=False):
     """
     if value is None and allow_none:
         return None
+    expected = _expected("int", minimum, maximum) + (" or None" if allow_none else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        expected = "an int" + (" or None" if allow_none else "")
         raise TypeError(f"{name} must be {expected}, got {value!r} of type "
                         f"{type(value).__name__}")
-    _check_range(name, value, minimum, maximum, "an int")
+    if _outside(value, minimum, maximum):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
     return int(value)
 
 
@@ -58,20 +59,20 @@ def check_number(name, value, minimum=None, maximum=None, exclusive_minimum=Fals
     """
     if value is None and allow_none:
         return None
+    expected = _expected("number", minimum, maximum, exclusive_minimum, exclusive_maximum)
+    expected += " or None" if allow_none else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        expected = "a number" + (" or None" if allow_none else "")
         raise TypeError(f"{name} must be {expected}, got {value!r} of type "
                         f"{type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    _check_range(name, value, minimum, maximum, "a number", exclusive_minimum,
-                 exclusive_maximum)
+    if not math.isfinite(value) or _outside(value, minimum, maximum, exclusive_minimum,
+                                            exclusive_maximum):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
 
 
 def check_positive_number(name, value, allow_none=False):
     """`check_number` for a finite number `> 0`, such as a bound or a learning rate."""
-    return check_number(name, value, minimum=0.0, exclusive_minimum=True,
+    return check_number(name, value, minimum=0, exclusive_minimum=True,
                         allow_none=allow_none)
 
 
@@ -94,14 +95,25 @@ def check_choice(name, value, choices):
     return value
 
 
-def _check_range(name, value, minimum, maximum, kind, exclusive_minimum=False,
-                 exclusive_maximum=False):
+def _outside(value, minimum, maximum, exclusive_minimum=False, exclusive_maximum=False):
     too_small = minimum is not None and (
         value <= minimum if exclusive_minimum else value < minimum)
     too_large = maximum is not None and (
         value >= maximum if exclusive_maximum else value > maximum)
-    if too_small or too_large:
-        low = "" if minimum is None else f"{'>' if exclusive_minimum else '>='} {minimum}"
-        high = "" if maximum is None else f"{'<' if exclusive_maximum else '<='} {maximum}"
-        bounds = " and ".join(part for part in (low, high) if part)
-        raise ValueError(f"{name} must be {kind} {bounds}, got {value!r}")
+    return too_small or too_large
+
+
+def _expected(kind, minimum, maximum, exclusive_minimum=False, exclusive_maximum=False):
+    """Says what is allowed: "a positive int", "an int >= 2", "a number in (0, 1)", ..."""
+    if kind == "int" and minimum == 1 and maximum is None:
+        return "a positive int"
+    article = "an" if kind == "int" else "a"
+    if minimum is not None and maximum is not None:
+        return (f"{article} {kind} in {'(' if exclusive_minimum else '['}{minimum:g}, "
+                f"{maximum:g}{')' if exclusive_maximum else ']'}")
+    finite = "" if kind == "int" else "finite "
+    if minimum is not None:
+        return f"{article} {finite}{kind} {'>' if exclusive_minimum else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{article} {finite}{kind} {'<' if exclusive_maximum else '<='} {maximum:g}"
+    return f"{article} {finite}{kind}"

@@ -3,13 +3,13 @@
 import numpy as np
 import tensorflow_probability as tfp
 
+from tfp_flows._validation import check_positive_int
+
 __all__ = ["random_permutation", "reverse_permutation"]
 
 
 def _check_size(size):
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    return int(size)
+    return check_positive_int("size", size)
 
 
 def reverse_permutation(size, name="reverse"):

@@ -3,6 +3,7 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows._validation import check_int
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape
 
 __all__ = ["SplitChannels"]
@@ -48,10 +49,8 @@ class SplitChannels(FlowBijector):
             raise TypeError(
                 f"bijector must be a tfp.bijectors.Bijector, got {type(bijector).__name__}")
         event_shape = check_event_shape(event_shape)
-        if (isinstance(keep_channels, bool) or not isinstance(keep_channels, int)
-                or not 0 < keep_channels < event_shape[-1]):
-            raise ValueError(f"keep_channels must be an int in [1, {event_shape[-1] - 1}] for "
-                             f"event_shape {event_shape}, got {keep_channels!r}")
+        check_int(f"keep_channels (for event_shape {event_shape})", keep_channels,
+                  minimum=1, maximum=event_shape[-1] - 1)
         inner_shape = [*event_shape[:-1], keep_channels]
         if bijector.forward_event_shape(inner_shape).as_list() != inner_shape:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfp_flows._validation import check_int
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape
 
 __all__ = ["Squeeze"]
@@ -39,8 +40,7 @@ class Squeeze(FlowBijector):
     def __init__(self, event_shape, factor=2, validate_args=False, name="squeeze"):
         parameters = dict(locals())
         event_shape = check_event_shape(event_shape, ranks=(3,))
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-            raise ValueError(f"factor must be an int >= 2, got {factor!r}")
+        check_int("factor", factor, minimum=2)
         height, width, channels = event_shape
         if height % factor or width % factor:
             raise ValueError(f"Squeeze with factor {factor} needs height and width divisible "

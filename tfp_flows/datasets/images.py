@@ -8,6 +8,7 @@ are computed in the data's own discrete space.
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows._validation import check_int
 from tfp_flows.distributions import uniform_dequantize
 
 __all__ = ["DIGITS_NUM_BINS", "dequantize_dataset", "load_digits", "load_tfds"]
@@ -38,8 +39,7 @@ def load_digits(seed=0):
         >>> x_train.shape, x_test.shape, int(x_train.max())
         ((1437, 8, 8, 1), (360, 8, 8, 1), 16)
     """
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as error:  # pragma: no cover - scikit-learn is a dependency
@@ -159,8 +159,7 @@ def dequantize_dataset(dataset, seed=None, dtype=tf.float32):
     if seed is None:
         return dataset.map(lambda x: uniform_dequantize(x, dtype=dtype),
                            num_parallel_calls=tf.data.AUTOTUNE)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be None or an int, got {seed!r}")
+    check_int("seed", seed)
     seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip(dataset, seeds).map(
         lambda x, pair: uniform_dequantize(x, seed=pair, dtype=dtype),

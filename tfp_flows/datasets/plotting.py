@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from tfp_flows._atomic import staged
+from tfp_flows._validation import check_int, check_positive_int
 
 __all__ = ["density_grid", "plot_density", "plot_image_grid", "plot_samples"]
 
@@ -68,8 +69,7 @@ def density_grid(log_prob_fn, bounds, grid_size=200):
         >>> round(float(p.sum() * (xs[1] - xs[0]) * (ys[1] - ys[0])), 3)
         1.0
     """
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"grid_size must be an int >= 2, got {grid_size!r}")
+    check_int("grid_size", grid_size, minimum=2)
     (x_min, x_max), (y_min, y_max) = bounds
     xs = np.linspace(x_min, x_max, grid_size)
     ys = np.linspace(y_min, y_max, grid_size)
@@ -191,10 +191,8 @@ def plot_image_grid(images, path, num_bins=256, data=None, title="samples", max_
         >>> os.path.basename(plot_image_grid(images, path, num_bins=17))
         'grid.png'
     """
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-        raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise ValueError(f"max_images must be a positive int, got {max_images!r}")
+    check_int("num_bins", num_bins, minimum=2)
+    check_positive_int("max_images", max_images)
     panels = [(_check_images("images", images)[:max_images], title)]
     if data is not None:
         panels.insert(0, (_check_images("data", data)[:max_images], "data"))

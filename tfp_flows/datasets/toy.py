@@ -17,9 +17,15 @@ the coordinates documented below:
 - `pinwheel`: 5 curved arms out to radius ~2.5 (FFJORD's "pinwheel" at half size).
 """
 
-import numbers
 
 import numpy as np
+
+from tfp_flows._validation import (
+    check_int,
+    check_number,
+    check_positive_int,
+    check_positive_number,
+)
 
 __all__ = [
     "TOY_DATASETS",
@@ -33,28 +39,19 @@ __all__ = [
 
 
 def _check_count(n, name="n"):
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return int(n)
+    return check_positive_int(name, n)
 
 
 def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
+    return check_int("seed", seed, minimum=0)
 
 
 def _check_nonnegative(name, value):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not np.isfinite(value) or value < 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return check_number(name, value, minimum=0.0)
 
 
 def _check_positive(name, value):
-    if _check_nonnegative(name, value) == 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_positive_number(name, value)
 
 
 def _finish(rng, points):
@@ -257,9 +254,8 @@ def load_toy(name, n, seed=0, test_fraction=0.2, **kwargs):
         raise ValueError(
             f"unknown toy dataset {name!r}; expected one of {sorted(TOY_DATASETS)}")
     n = _check_count(n)
-    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real)
-            or not 0.0 < test_fraction < 1.0):
-        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    check_number("test_fraction", test_fraction, minimum=0.0, maximum=1.0,
+                 exclusive_minimum=True, exclusive_maximum=True)
     num_test = int(round(n * test_fraction))
     if num_test < 1 or num_test >= n:
         raise ValueError(

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from tfp_flows._validation import check_positive_int, check_positive_number
+
 __all__ = ["ActNormParams"]
 
 
@@ -48,14 +50,8 @@ class ActNormParams(keras.layers.Layer):
         # also `autocast=False` on each weight).
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if isinstance(num_channels, bool) or not isinstance(num_channels, int) \
-                or num_channels < 1:
-            raise ValueError(f"num_channels must be a positive int, got {num_channels!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) \
-                or not epsilon > 0:
-            raise ValueError(f"epsilon must be a positive number, got {epsilon!r}")
-        self.num_channels = num_channels
-        self.epsilon = float(epsilon)
+        self.num_channels = check_positive_int("num_channels", num_channels)
+        self.epsilon = check_positive_number("epsilon", epsilon)
         # The shapes are known here: creating the weights now lets the sampling direction
         # read them before any data went through the layer.
         self.build()

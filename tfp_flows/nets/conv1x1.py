@@ -5,7 +5,7 @@ import numpy as np
 import scipy.linalg
 import tensorflow as tf
 
-from tfp_flows.nets._validation import check_positive_int
+from tfp_flows._validation import check_bool, check_int, check_positive_int
 
 __all__ = ["Conv1x1Kernel", "random_orthogonal"]
 
@@ -67,14 +67,11 @@ class Conv1x1Kernel(keras.layers.Layer):
     def __init__(self, channels, lu=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.channels = check_positive_int("channels", channels)
-        if not isinstance(lu, bool):
-            raise TypeError(f"lu must be a bool, got {lu!r}")
+        check_bool("lu", lu)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.lu = lu
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, allow_none=True)
         # Weights do not depend on the input shape: they exist from construction on, like
         # `LogScale`'s, so a loaded model finds them without a build step.
         self._create_weights()

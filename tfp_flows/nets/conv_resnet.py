@@ -2,7 +2,7 @@
 
 import keras
 
-from tfp_flows.nets._validation import check_positive_int
+from tfp_flows._validation import check_positive_int
 
 __all__ = ["ConvResNet"]
 

@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from tfp_flows.nets._validation import check_positive_int, check_units
+from tfp_flows._validation import check_int, check_positive_int
+from tfp_flows.nets._validation import check_units
 
 __all__ = ["MADE", "ORDERINGS"]
 
@@ -113,8 +114,7 @@ class MADE(keras.layers.Layer):
         self.event_size = check_positive_int("event_size", event_size)
         self.params_per_dim = check_positive_int("params_per_dim", params_per_dim)
         self.hidden_units = check_units("hidden_units", hidden_units)
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 0:
-            raise ValueError(f"num_blocks must be an int >= 0, got {num_blocks!r}")
+        check_int("num_blocks", num_blocks, minimum=0)
         if num_blocks and len(self.hidden_units) != 1:
             raise ValueError(f"a residual MADE (num_blocks > 0) has one hidden width, got "
                              f"hidden_units={self.hidden_units}")
@@ -123,8 +123,7 @@ class MADE(keras.layers.Layer):
                              f"{hidden_degrees!r}")
         if context_size is not None:
             check_positive_int("context_size", context_size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_int("seed", seed)
         self.ordering = ordering if isinstance(ordering, str) else [int(d) for d in ordering]
         self.input_order = _input_degrees(event_size, ordering, seed)
         self.hidden_degrees = hidden_degrees

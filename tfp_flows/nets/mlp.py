@@ -2,7 +2,8 @@
 
 import keras
 
-from tfp_flows.nets._validation import check_positive_int, check_units
+from tfp_flows._validation import check_positive_int
+from tfp_flows.nets._validation import check_units
 
 __all__ = ["MLP", "ResidualMLP"]
 

@@ -17,6 +17,7 @@ import zipfile
 import keras
 
 from tfp_flows._atomic import STAGING_PREFIX, staged, write_json
+from tfp_flows._validation import check_positive_int
 
 __all__ = ["CHECKPOINT_INDEX", "EpochCheckpoint", "checkpoint_path", "latest_checkpoint",
            "list_checkpoints", "resume"]
@@ -171,9 +172,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, directory, keep=3, fresh=False, metadata=None):
         super().__init__()
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int)
-                                 or keep < 1):
-            raise ValueError(f"keep must be a positive int or None, got {keep!r}")
+        check_positive_int("keep", keep, allow_none=True)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
         try:

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows._validation import check_int, check_positive_int
 from tfp_flows.training.callbacks import NaNGuard
 
 __all__ = ["Distiller"]
@@ -19,12 +20,6 @@ _METRIC_NAMES = ("loss", "kl", "log_q", "log_p")
 _DATA_ARGUMENTS = ("batch_size", "validation_data", "validation_split", "validation_steps",
                    "validation_batch_size", "validation_freq", "shuffle", "class_weight",
                    "sample_weight")
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_flow(flow, role):
@@ -217,9 +212,8 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"teacher and student share weights {shared}; training the student would "
                 f"change the teacher")
-        self.num_samples = _positive_int("num_samples", num_samples)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.num_samples = check_positive_int("num_samples", num_samples)
+        check_int("seed", seed, allow_none=True)
         self._extra_losses = _named_losses(extra_losses)
         if isinstance(teacher, keras.layers.Layer):
             teacher.trainable = False
@@ -353,7 +347,7 @@ class Distiller(keras.Model):
             RuntimeError: `compile()` was not called.
         """
         data = self._placeholder_data("fit", x, y, kwargs)
-        steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
+        steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch)
         callbacks = list(callbacks or [])
         if not any(isinstance(c, NaNGuard) for c in callbacks):
             callbacks.append(NaNGuard())
@@ -367,7 +361,7 @@ class Distiller(keras.Model):
         (`verbose`, `return_dict`).
         """
         data = self._placeholder_data("evaluate", x, y, kwargs)
-        return super().evaluate(data, steps=_positive_int("steps", steps), **kwargs)
+        return super().evaluate(data, steps=check_positive_int("steps", steps), **kwargs)
 
     def estimate(self, num_samples=None, seed=None):
         """Estimates the KL (and the other reported values) from one fresh batch, no training.
@@ -379,10 +373,9 @@ class Distiller(keras.Model):
         Returns:
             A dict of Python floats: `loss`, `kl`, `log_q`, `log_p` and the extra losses.
         """
-        count = self.num_samples if num_samples is None else _positive_int(
+        count = self.num_samples if num_samples is None else check_positive_int(
             "num_samples", num_samples)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        check_int("seed", seed, allow_none=True)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
         if self._estimate_function is None:

@@ -4,6 +4,8 @@ import math
 
 import keras
 
+from tfp_flows._validation import check_int, check_positive_int
+
 __all__ = ["DENSITY_SPACES", "BitsPerDim", "bits_per_dim"]
 
 # Where the evaluated density lives, relative to the data's K discrete levels.
@@ -17,8 +19,7 @@ def _check_discrete(num_bins, density_space):
                 f"density_space={density_space!r} needs num_bins (the number of discrete "
                 f"levels K of the data); got num_bins=None")
         return
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-        raise ValueError(f"num_bins must be an int >= 2 or None, got {num_bins!r}")
+    check_int("num_bins", num_bins, minimum=2)
     if density_space not in DENSITY_SPACES:
         raise ValueError(
             f"with num_bins={num_bins}, density_space must say where the density lives: "
@@ -70,8 +71,7 @@ def bits_per_dim(nll, num_dims, *, num_bins=None, density_space=None):
         >>> bits_per_dim(0.0, 3, num_bins=256, density_space="unit")
         8.0
     """
-    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
-        raise ValueError(f"num_dims must be a positive int, got {num_dims!r}")
+    check_positive_int("num_dims", num_dims)
     _check_discrete(num_bins, density_space)
     if density_space == "unit":
         nll = nll + num_dims * math.log(num_bins)
