@@ -76,8 +76,9 @@ class ConvResNet(keras.layers.Layer):
             hidden = hidden + second(keras.ops.relu(first(keras.ops.relu(hidden))))
         return self.output_conv(keras.ops.relu(hidden))
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return (*input_shape[:-1], self.output_channels)
+    def compute_output_shape(self, inputs_shape, context_shape=None):
+        # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).
+        return (*inputs_shape[:-1], self.output_channels)
 
     def get_config(self):
         return {

@@ -73,8 +73,9 @@ class MLP(keras.layers.Layer):
             hidden = layer(hidden)
         return self.output_layer(hidden)
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return (*input_shape[:-1], self.output_units)
+    def compute_output_shape(self, inputs_shape, context_shape=None):
+        # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).
+        return (*inputs_shape[:-1], self.output_units)
 
     def get_config(self):
         return {
@@ -138,8 +139,9 @@ class ResidualMLP(keras.layers.Layer):
             hidden = hidden + second(self.activation(first(self.activation(hidden))))
         return self.output_layer(self.activation(hidden))
 
-    def compute_output_shape(self, input_shape, context_shape=None):
-        return (*input_shape[:-1], self.output_units)
+    def compute_output_shape(self, inputs_shape, context_shape=None):
+        # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).
+        return (*inputs_shape[:-1], self.output_units)
 
     def get_config(self):
         return {
