@@ -71,7 +71,7 @@ def _check_str(name, value):
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity
 class Family:
     """One flow family: its builder, the data it models and its command-line settings.
 
