@@ -1,7 +1,9 @@
 """The bijector contract: `tfp_flows.testing.check_bijector` over every bijector we ship.
 
-A new bijector is covered by adding one line to `REGISTRY`. The second half checks that the
-kit itself can fail: a kit that passes everything proves nothing.
+A new bijector is covered by adding one line to `REGISTRY`; a new flow family is covered by
+registering it in `tfp_flows.models.FAMILIES` (its whole bijector, on each kind of data it
+models, joins `REGISTRY`). The second half checks that the kit itself can fail: a kit that
+passes everything proves nothing.
 """
 
 import math
@@ -14,6 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, models, nets
+from tfp_flows.models import FAMILIES
 from tfp_flows.testing import check_bijector, discover_trainable_variables
 
 tfb = tfp.bijectors
@@ -183,6 +186,23 @@ def autoregressive_model_case(builder, conditional=False):
     return build
 
 
+# The command-line settings of a tiny flow of any registered family.
+FAMILY_SETTINGS = {"num_layers": 2, "hidden_units": [8], "num_levels": 2, "num_steps": 1,
+                   "hidden_channels": 4, "num_blocks": 1, "coupling": "affine"}
+
+
+def family_case(name, kind):
+    """The whole bijector of a tiny flow of a registered family, weights perturbed."""
+    def build(dtype):
+        shape = IMAGE if kind == "image" else VECTOR
+        flow = FAMILIES[name].build(shape, FAMILY_SETTINGS, seed=0, dtype=dtype)
+        rng = np.random.default_rng(7)
+        for weight in flow.trainable_weights:
+            weight.assign(weight.numpy() + rng.normal(0.0, 0.1, size=weight.shape))
+        return flow.bijector, _data(shape, dtype), None
+    return build
+
+
 A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
 
 # name -> (dtype -> (bijector, x [batch, *event], context or None))
@@ -235,10 +255,13 @@ REGISTRY = {
     "iaf_spline_conditional": maf_case("spline", conditional=True, inverted=True),
     "maf_model": autoregressive_model_case(models.MAF),
     "iaf_model_conditional": autoregressive_model_case(models.IAF, conditional=True),
+    **{f"{name}_{kind}_family": family_case(name, kind)
+       for name, family in FAMILIES.items() for kind in family.data_kinds},
 }
 
 _SLOW = {"affine_conditional_image", "flow_chain_image", "glow_chain_squeeze_conv1x1_affine",
-         "glow_model", "maf_spline", "iaf_spline_conditional"}
+         "glow_model", "maf_spline", "iaf_spline_conditional",
+         *(f"{name}_image_family" for name in FAMILIES)}
 
 
 def _registry_params():

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from tfp_flows import cli
+from tfp_flows import cli, models
+from tfp_flows.models import FAMILIES, Family, temporary_family
 from tfp_flows.training import EpochCheckpoint, list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,6 +199,94 @@ def test_help_describes_the_options(command, capsys):
         cli.main([command, "--help"])
     assert raised.value.code == 0
     assert "--epochs" in capsys.readouterr().out
+
+
+def _train_help(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--help"])
+    assert raised.value.code == 0
+    return capsys.readouterr().out
+
+
+def _listed_families(text):
+    """The families of the `flow families` paragraph that ends `train --help`."""
+    listing = text[text.index("flow families (--model NAME"):]
+    return dict(re.findall(r"^  ([a-z0-9_]+) +((?:toy data|images)(?: and images)?):", listing,
+                           re.MULTILINE))
+
+
+def test_train_help_lists_the_registered_families(capsys):
+    text = _train_help(capsys)
+    labels = {"vector": "toy data", "image": "images"}
+    assert _listed_families(text) == {
+        name: " and ".join(labels[kind] for kind in family.data_kinds)
+        for name, family in FAMILIES.items()}
+    assert "--model {" + ",".join(sorted(FAMILIES)) + "}" in text
+    # Each model option names the families that take it.
+    assert "(as num_scales)" in text
+
+
+def test_python_m_tfp_flows_cli_runs_the_command():
+    result = subprocess.run([sys.executable, "-m", "tfp_flows.cli", "train", "--help"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                 "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(_listed_families(result.stdout)) == set(FAMILIES)
+
+
+def _tiny_realnvp(event_shape, num_layers, seed=0):
+    """A family defined here: RealNVPs of 4-unit conditioners."""
+    return models.RealNVP(event_shape, num_layers=num_layers, hidden_units=[4], seed=seed)
+
+
+TINY_FAMILY = Family("tiny_realnvp", _tiny_realnvp, "RealNVP with 4-unit conditioners",
+                     data_kinds=("vector",), options={"vector": ("num_layers",)},
+                     defaults={"vector": {"num_layers": 2}})
+
+
+def test_a_registered_family_trains_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    with temporary_family(TINY_FAMILY):
+        assert "tiny_realnvp" in _listed_families(_train_help(capsys))
+        assert cli.main(["train", "--model", "tiny_realnvp", "--dataset", "two_moons",
+                         "--out", str(out), *TINY]) == 0
+        metrics = _check_outputs(out, extra=("checkpoints", "logs"))
+        assert metrics["model"] == "tiny_realnvp" and metrics["epochs"] == 1
+        assert metrics["num_layers"] == 2  # the family's default, not the command's (16)
+        assert "hidden_units" not in metrics  # not a setting of this family
+        assert "tiny_realnvp on two_moons: train NLL" in capsys.readouterr().out
+        flow = keras.saving.load_model(out / "checkpoints" / "epoch-0001.keras")
+        assert isinstance(flow, models.RealNVP) and flow.hidden_units == [4]
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--model", "tiny_realnvp", "--dataset", "two_moons", "--out",
+                      str(out), "--hidden-units", "8"])
+        assert "--hidden-units does not apply to --model tiny_realnvp on toy data " \
+               "(two_moons)" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--model", "tiny_realnvp", "--dataset", "digits", "--out",
+                      str(out)])
+        assert "--model tiny_realnvp models vectors, not images" in capsys.readouterr().err
+    assert "tiny_realnvp" not in FAMILIES
+    assert "tiny_realnvp" not in _listed_families(_train_help(capsys))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--model", "tiny_realnvp", "--dataset", "two_moons", "--out",
+                  str(out)])
+    assert "invalid choice: 'tiny_realnvp'" in capsys.readouterr().err
+
+
+def test_builder_errors_on_vectors_are_argparse_errors(tmp_path, capsys):
+    def reject(event_shape, num_layers, seed=0):
+        raise ValueError(f"num_layers={num_layers} is not even")
+
+    family = Family("odd", reject, "rejects its settings", data_kinds=("vector",),
+                    options={"vector": ("num_layers",)})
+    with temporary_family(family), pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--model", "odd", "--dataset", "two_moons", "--out", str(tmp_path),
+                  "--num-layers", "3", *TINY])
+    assert raised.value.code == 2
+    assert "--model odd on two_moons (vectors of shape [2]): num_layers=3 is not even" in \
+        capsys.readouterr().err
 
 
 def test_output_directory_that_is_a_file_is_an_error(tmp_path, capsys):

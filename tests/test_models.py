@@ -1,7 +1,8 @@
-"""NICE, RealNVP, Glow, MAF and IAF models: weights, identity at init, gradients, TFP
-composition, serialization (.keras and a SavedModel loaded in a process without tfp_flows),
-tracing, sampling and training."""
+"""The models of every registered family (NICE, RealNVP, Glow, MAF, IAF, ...): weights,
+identity at init, gradients, TFP composition, serialization (.keras and a SavedModel loaded
+in a process without tfp_flows), tracing, sampling and training."""
 
+import functools
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import models
+from tfp_flows.models import FAMILIES
 from tfp_flows.testing import discover_trainable_variables
 
 tfd = tfp.distributions
@@ -149,6 +151,25 @@ def standard_normal_log_prob(x):
     return np.sum(-0.5 * x ** 2 - 0.5 * math.log(2 * math.pi), axis=-1)
 
 
+# The command-line settings of a tiny flow of any family, and an event of each kind of data:
+# the registry-driven checks build every registered family from them.
+TINY_SETTINGS = {"num_layers": 2, "hidden_units": [8], "num_levels": 2, "num_steps": 1,
+                 "hidden_channels": 4, "num_blocks": 1, "coupling": "affine"}
+EVENT_SHAPES = {"vector": [4], "image": [4, 4, 2]}
+FAMILY_CASES = [pytest.param(name, kind, id=f"{name}-{kind}")
+                for name, family in FAMILIES.items() for kind in family.data_kinds]
+
+
+@functools.cache
+def _model_kinds():
+    """`(builder type, data kind)` of each entry of MODELS."""
+    kinds = {}
+    for name, (make, _, _) in MODELS.items():
+        flow = make()
+        kinds[name] = (type(flow), "image" if len(flow.event_shape) == 3 else "vector")
+    return kinds
+
+
 # -- structure and initialisation ------------------------------------------------------------
 
 
@@ -198,6 +219,39 @@ def test_every_weight_gets_a_gradient_from_negative_log_prob(name):
         grad = tf.convert_to_tensor(grad).numpy()
         assert np.all(np.isfinite(grad)), f"{weight.path} has a non-finite gradient"
         assert np.any(grad != 0), f"{weight.path} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name, kind", FAMILY_CASES)
+def test_every_registered_family_has_counted_cases(name, kind):
+    """MODELS, with its weight counts written out, covers each family on each of its data."""
+    builder = FAMILIES[name].builder
+    if not isinstance(builder, type):
+        pytest.skip(f"{name}'s builder is a function; its flows have no type of their own")
+    assert (builder, kind) in _model_kinds().values(), \
+        f"MODELS has no {name} flow on {kind} data: add one with its weight counts"
+
+
+@pytest.mark.parametrize("name, kind", FAMILY_CASES)
+def test_registered_family_builds_from_command_line_settings(name, kind):
+    family = FAMILIES[name]
+    flow = family.build(EVENT_SHAPES[kind], TINY_SETTINGS, seed=0)
+    assert isinstance(flow, models.Flow) and list(flow.event_shape) == EVENT_SHAPES[kind]
+    for setting in family.options[kind]:
+        keyword = family.arguments.get(setting, setting)
+        assert flow.get_config()[keyword] == TINY_SETTINGS[setting], setting
+    # The rules every family keeps: Keras tracks every variable, a fresh flow is the
+    # identity in density, and every weight of a trained-looking flow learns from -log_prob.
+    reached = discover_trainable_variables(flow.bijector)
+    assert {id(v) for v in reached} == {id(v) for v in flow.trainable_weights}
+    x, _ = data(flow)
+    np.testing.assert_allclose(flow.log_prob(x), standard_normal_log_prob(x), rtol=1e-5,
+                               atol=1e-5)
+    flow = perturb(flow)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(flow(tf.identity(x)))
+    grads = tape.gradient(loss, flow.trainable_weights)
+    assert all(grad is not None and np.any(tf.convert_to_tensor(grad).numpy() != 0)
+               for grad in grads), [w.path for w, g in zip(flow.trainable_weights, grads)]
 
 
 def test_round_trip_of_a_trained_looking_flow():
