@@ -79,19 +79,24 @@ def multiscale_bijector(event_shape, num_levels, steps, steps_before_squeeze=Non
     the bijectors made here. The callables create the family's Keras layers; the family
     keeps those layers as attributes of its `Flow` model, or Keras does not track them.
 
-    Building a new family (Flow++, DenseFlow, NanoFlow, ...) is then writing its step::
+    Building a new family (Flow++, DenseFlow, NanoFlow, ...) is then writing its step:
 
-        class MyFlow(Flow):
-            def __init__(self, event_shape, num_levels=2, num_steps=4, **kwargs):
-                super().__init__(event_shape, **kwargs)
-                self.conditioners = []          # tracked by Keras
-                self.num_steps = num_steps
-                level_0 = multiscale_bijector(self.event_shape, num_levels, self._steps)
-                self._set_bijectors([level_0])  # the whole flow (base -> data list)
+    ```python
+    class MyFlow(Flow):
+        def __init__(self, event_shape, num_levels=2, num_steps=4, **kwargs):
+            super().__init__(event_shape, **kwargs)
+            self.num_steps = num_steps
+            self.conditioners = []  # Keras tracks the layers appended to this list
+            level_0 = multiscale_bijector(self.event_shape, num_levels, self._steps)
+            self._set_bijectors([level_0])
 
-            def _steps(self, shape, level):
-                return [self._coupling(shape, f"level_{level}_step_{k}", parity=k % 2)
-                        for k in range(self.num_steps)]
+        def _steps(self, shape, level):  # what one level is: num_steps of my step
+            return [self._coupling(shape, f"level_{level}_step_{k}", parity=k % 2)
+                    for k in range(self.num_steps)]
+    ```
+
+    where `_coupling` (what one step is) creates a conditioner, appends it to
+    `self.conditioners` and returns the coupling bijector on `shape`.
 
     References: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
     arXiv:1605.08803 (section 3.6, the multi-scale architecture); Kingma, Dhariwal, "Glow:
@@ -115,7 +120,8 @@ def multiscale_bijector(event_shape, num_levels, steps, steps_before_squeeze=Non
             its checkpoints and of any per-layer seed): `"data_to_noise"` (level 0 first,
             and within a level `steps_before_squeeze`, `steps`, `factor_out_prior`, then the
             deeper levels) or `"noise_to_data"`, the reverse (deepest level first; Glow's
-            order). The bijectors are the same either way.
+            order; a callable that makes several steps then creates them last step
+            first, as Glow's does). The bijectors are the same either way.
 
     Returns:
         A `FlowChain` named `level_0` that maps `event_shape` to itself.
