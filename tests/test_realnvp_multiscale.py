@@ -54,13 +54,13 @@ def test_three_scales_keep_the_event_shape_and_start_as_the_identity():
     np.testing.assert_allclose(eager_log_prob(flow, x), standard_normal_log_prob(x), rtol=1e-5)
     # 3 + 3 couplings on each of the first two scales, 4 on the last.
     assert len(flow.conditioners) == 6 + 6 + 4
-    (scale_0,) = flow.bijector.bijectors
-    names = [b.name for b in scale_0.bijectors]
-    assert names == ["scale_0_checkerboard_0", "scale_0_checkerboard_1",
-                     "scale_0_checkerboard_2", "scale_0_squeeze", "scale_0_channel_0",
-                     "scale_0_channel_1", "scale_0_channel_2", "scale_0_split",
-                     "scale_0_unsqueeze"]
-    split = scale_0.bijectors[7]
+    (level_0,) = flow.bijector.bijectors
+    names = [b.name for b in level_0.bijectors]
+    assert names == ["level_0_checkerboard_0", "level_0_checkerboard_1",
+                     "level_0_checkerboard_2", "level_0_squeeze", "level_0_channel_0",
+                     "level_0_channel_1", "level_0_channel_2", "level_0_split",
+                     "level_0_unsqueeze"]
+    split = level_0.bijectors[7]
     assert split.keep_channels == 4  # [4, 4, 8] after the squeeze keeps 4 channels
     deeper_split = split.bijector.bijectors[7]
     assert deeper_split.keep_channels == 8  # [2, 2, 16] keeps 8; the last scale is [2, 2, 8]

@@ -1,10 +1,10 @@
 """Coupling-flow builders: NICE (additive) and RealNVP (affine)."""
 
 import keras
-import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
 from tfp_flows.models.flow import Flow, check_positive_int
+from tfp_flows.models.multiscale import multiscale_bijector
 
 __all__ = ["NICE", "RealNVP"]
 
@@ -150,7 +150,10 @@ class RealNVP(_CouplingFlow):
     first `2c` go on to the next scale. The last scale runs 4 checkerboard couplings.
     Parities alternate within each group. Each scale is one shape-preserving bijector (it
     unsqueezes at the end), so the noise has the data's event shape and a standard Normal
-    base, and the factored-out halves are modelled by that base.
+    base, and the factored-out halves are modelled by that base. The recursion is the one
+    Glow shares (`tfp_flows.models.multiscale.multiscale_bijector`): scale `i` is the chain
+    `level_{i}` of `level_{i}_checkerboard_{j}`, `level_{i}_squeeze`,
+    `level_{i}_channel_{j}`, `level_{i}_split` and `level_{i}_unsqueeze`.
 
     With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
     over dequantized data in `[0, K)`, so the reported NLL and `bits_per_dim` are those of
@@ -223,7 +226,9 @@ class RealNVP(_CouplingFlow):
             return super()._coupling_steps()
         self._check_multiscale()
         self.conditioners = []
-        return [self._scale(self.event_shape, 0)]
+        return [multiscale_bijector(
+            self.event_shape, self.num_scales, self._channel_couplings,
+            steps_before_squeeze=self._checkerboard_couplings, squeeze_last_level=False)]
 
     def _check_multiscale(self):
         if len(self.event_shape) != 3:
@@ -252,26 +257,18 @@ class RealNVP(_CouplingFlow):
         self.conditioners.append(conditioner)
         return self._make_coupling(conditioner, shape, mask, parity, name)
 
-    def _scale(self, shape, index):
-        """Scale `index` on event `shape` as one shape-preserving bijector."""
-        name = f"scale_{index}"
-        if index + 1 == self.num_scales:
-            # Listed in data -> noise order, like the chain's inverse applies them.
-            steps = [self._affine(shape, "checkerboard", i % 2, f"{name}_checkerboard_{i}")
-                     for i in range(4)]
-            return bijectors.FlowChain(steps, name=name)
-        steps = [self._affine(shape, "checkerboard", i % 2, f"{name}_checkerboard_{i}")
-                 for i in range(3)]
-        squeeze = bijectors.Squeeze(shape)
-        squeezed = squeeze.output_event_shape
-        steps.append(tfp.bijectors.Invert(squeeze, name=f"{name}_squeeze"))
-        steps += [self._affine(squeezed, "half", i % 2, f"{name}_channel_{i}")
-                  for i in range(3)]
-        keep = squeezed[-1] // 2
-        deeper = self._scale([*squeezed[:-1], keep], index + 1)
-        steps.append(bijectors.SplitChannels(deeper, squeezed, keep, name=f"{name}_split"))
-        steps.append(bijectors.Squeeze(shape, name=f"{name}_unsqueeze"))
-        return bijectors.FlowChain(steps, name=name)
+    def _checkerboard_couplings(self, shape, level):
+        """Before the squeeze of a scale (data -> noise): 3 couplings, 4 on the last scale."""
+        count = 4 if level + 1 == self.num_scales else 3
+        return [self._affine(shape, "checkerboard", i % 2, f"level_{level}_checkerboard_{i}")
+                for i in range(count)]
+
+    def _channel_couplings(self, shape, level):
+        """After the squeeze of a scale (data -> noise): 3 channel-wise couplings."""
+        if level + 1 == self.num_scales:
+            return []  # the last scale does not squeeze
+        return [self._affine(shape, "half", i % 2, f"level_{level}_channel_{i}")
+                for i in range(3)]
 
     def get_config(self):
         return {**super().get_config(), "log_scale_bound": self.log_scale_bound,

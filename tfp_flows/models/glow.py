@@ -1,10 +1,10 @@
 """The Glow builder: multi-scale flow of ActNorm, invertible 1x1 convolutions and couplings."""
 
 import keras
-import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
 from tfp_flows.models.flow import Flow, check_positive_int
+from tfp_flows.models.multiscale import multiscale_bijector
 
 __all__ = ["Glow"]
 
@@ -21,8 +21,12 @@ class Glow(Flow):
     `split_prior=True` the factored-out half `z_2` is normalised by a learned Gaussian
     conditioned on the kept half, `eps_2 = (z_2 - mu(z_1)) * exp(-log_sigma(z_1))` (an
     affine coupling, so the flow stays one bijector chain), and the kept half `z_1` goes
-    through the next level. The pieces are unsqueezed back, so the noise has the data's
-    event shape and a standard Normal base.
+    through the next level; the last level has no split. The pieces are unsqueezed back, so
+    the noise has the data's event shape and a standard Normal base. The recursion is the
+    one RealNVP shares (`tfp_flows.models.multiscale.multiscale_bijector`): level `i` is the
+    chain `level_{i}` of `level_{i}_squeeze`, the steps `level_{i}_step_{k}_actnorm`,
+    `..._conv1x1`, `..._coupling`, then `level_{i}_prior`, `level_{i}_split` and
+    `level_{i}_unsqueeze`, in data -> noise order.
 
     With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
     over dequantized data in `[0, K)` (for example `uniform_dequantize`d 8-bit images with
@@ -78,7 +82,14 @@ class Glow(Flow):
         self.log_scale_bound = log_scale_bound
         self.seed = seed
         self.actnorms, self.kernels, self.conditioners, self.priors = [], [], [], []
-        steps = [self._level(self.event_shape, 0)]
+        # Glow creates its layers in sampling order (deepest level first, last step first),
+        # as it always has: the order of `weights`, of checkpoints and of the 1x1 kernels'
+        # seeds stays the same.
+        level_0 = multiscale_bijector(
+            self.event_shape, self.num_levels, self._level_steps,
+            factor_out_prior=self._split_prior if self.split_prior else None,
+            creation_order="noise_to_data")
+        steps = [level_0]
         steps += self._data_space_steps(num_bins, logit_alpha)
         self._set_bijectors(steps)
 
@@ -95,37 +106,30 @@ class Glow(Flow):
                               conditional=self.conditional, name=name, **extra)
 
     def _step(self, shape, name, parity):
-        """One Glow step in base -> data order: coupling, 1x1 conv, ActNorm."""
+        """One Glow step in data -> noise order: ActNorm, 1x1 conv, coupling."""
         actnorm = nets.ActNormParams(shape[-1], dtype=self.dtype_policy, name=f"{name}_actnorm")
         kernel = nets.Conv1x1Kernel(shape[-1], lu=self.lu, seed=self.seed + len(self.kernels),
                                     dtype=self.dtype_policy, name=f"{name}_conv1x1")
         self.actnorms.append(actnorm)
         self.kernels.append(kernel)
         return [
+            bijectors.ActNorm(actnorm, shape, name=f"{name}_actnorm"),
+            bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"),
             self._coupling(_COUPLINGS[self.coupling], shape, parity, f"{name}_coupling",
                            self.conditioners),
-            bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"),
-            bijectors.ActNorm(actnorm, shape, name=f"{name}_actnorm"),
         ]
 
-    def _level(self, shape, index):
-        """Level `index` on event `shape`, as one shape-preserving bijector."""
-        squeeze = bijectors.Squeeze(shape, name=f"level_{index}_squeeze")
-        squeezed = squeeze.output_event_shape
-        sequence = [squeeze]
-        if index + 1 < self.num_levels:
-            keep = squeezed[-1] // 2
-            deeper = self._level([*squeezed[:-1], keep], index + 1)
-            sequence.append(bijectors.SplitChannels(deeper, squeezed, keep,
-                                                    name=f"level_{index}_split"))
-            if self.split_prior:
-                sequence.append(self._coupling(bijectors.AffineCoupling, squeezed, 0,
-                                               f"level_{index}_prior", self.priors))
-        for step in reversed(range(self.num_steps)):
-            sequence += self._step(squeezed, f"level_{index}_step_{step}", step % 2)
-        sequence.append(tfp.bijectors.Invert(bijectors.Squeeze(shape),
-                                             name=f"level_{index}_unsqueeze"))
-        return bijectors.FlowChain(list(reversed(sequence)), name=f"level_{index}")
+    def _level_steps(self, shape, level):
+        """The `num_steps` steps of `level` on its squeezed `shape`, in data -> noise order."""
+        # Created last step first, the sampling order the builder asks for.
+        steps = [self._step(shape, f"level_{level}_step_{k}", k % 2)
+                 for k in reversed(range(self.num_steps))]
+        return [bijector for step in reversed(steps) for bijector in step]
+
+    def _split_prior(self, shape, level):
+        """The learned prior of the half that `level` factors out (an affine coupling)."""
+        return self._coupling(bijectors.AffineCoupling, shape, 0, f"level_{level}_prior",
+                              self.priors)
 
     def get_config(self):
         return {
