@@ -140,12 +140,14 @@ class Coupling(FlowBijector):
         return ((rows + cols) % 2 == self.parity)[..., None]
 
     def _conditioner_params(self, conditioning, context):
-        """Transformer parameters `[*batch, *changed, num_params]` from the conditioner."""
+        """Transformer parameters `[*batch, *changed, num_params]` from the conditioner.
+
+        `context` is `None` or already flattened against the batch (`_flat_context`).
+        """
         event_ndims = len(self._event_shape_in)
         batch_shape = tf.shape(conditioning)[:-event_ndims]
         flat = tf.reshape(conditioning, tf.concat(
             [[-1], tf.shape(conditioning)[-event_ndims:]], axis=0))
-        context = self._flat_context(context, conditioning)
         params = self.conditioner(flat) if context is None else self.conditioner(
             flat, context=context)
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
@@ -160,6 +162,7 @@ class Coupling(FlowBijector):
 
     def _transform(self, x, inverse, context=None):
         event_axes = list(range(-len(self._event_shape_in), 0))
+        context = self._flat_context(context, x)
         if self.mask == "checkerboard":
             keep = self._checkerboard()
             params = self._conditioner_params(tf.where(keep, x, tf.zeros_like(x)), context)
