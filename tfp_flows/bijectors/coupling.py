@@ -83,6 +83,7 @@ class Coupling(FlowBijector):
     Example:
         >>> import numpy as np
         >>> from tfp_flows import nets
+        >>> from tfp_flows.bijectors import RationalQuadraticSpline
         >>> spline = RationalQuadraticSpline(num_bins=4)
         >>> size = Coupling.conditioner_output_size([4], transformer=spline)
         >>> coupling = Coupling(nets.MLP([8], size), [4], transformer=spline)
