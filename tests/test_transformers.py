@@ -418,3 +418,13 @@ def test_context_size_is_learned_from_the_first_context():
 def test_context_and_size_arguments_are_checked(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+def test_wrong_conditioner_output_size_is_a_clear_error():
+    transformer = SinhArcsinh()
+    size = Coupling.conditioner_output_size(VECTOR, transformer)  # for the "half" mask
+    bijector = Coupling(nets.MLP([8], size), VECTOR, transformer, mask="checkerboard")
+    with pytest.raises(ValueError, match=r"conditioner returned 8 values on its last axis, "
+                                         r"expected 16 \(4 parameters of SinhArcsinh x 4 "
+                                         r"transformed entries"):
+        bijector.forward(normal([2, 4], dtype="float32"))

@@ -157,6 +157,12 @@ class Coupling(FlowBijector):
         # [p * n, (p + 1) * n): move the parameter index to a trailing axis.
         num_params = self.num_params
         changed = _changed_size(self._event_shape_in, self.mask, self.parity)
+        if params.shape[-1] is not None and params.shape[-1] != num_params * changed:
+            raise ValueError(
+                f"{self.name}: the conditioner returned {params.shape[-1]} values on its last "
+                f"axis, expected {num_params * changed} ({num_params} parameters of "
+                f"{type(self.transformer).__name__} x {changed} transformed entries; see "
+                f"conditioner_output_size)")
         params = tf.reshape(params, tf.concat(
             [batch_shape, tf.shape(params)[1:-1], [num_params, changed]], axis=0))
         return tf.linalg.matrix_transpose(params)
