@@ -1,7 +1,7 @@
 """Bijectors (`tfp.bijectors.Bijector` subclasses) of tfp_flows."""
 
 from tfp_flows.bijectors.actnorm import ActNorm, initialize_actnorm
-from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow
+from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow, make_transformer
 from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
@@ -11,10 +11,19 @@ from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
 from tfp_flows.bijectors.scaling import DiagonalScale
 from tfp_flows.bijectors.split import SplitChannels
 from tfp_flows.bijectors.squeeze import Squeeze
+from tfp_flows.bijectors.transformers import (
+    Additive,
+    Affine,
+    RationalQuadraticSpline,
+    Transformer,
+    get_transformer,
+)
 
 __all__ = [
     "ActNorm",
+    "Additive",
     "AdditiveCoupling",
+    "Affine",
     "AffineCoupling",
     "Coupling",
     "DiagonalScale",
@@ -24,9 +33,13 @@ __all__ = [
     "LevelScaling",
     "LogitTransform",
     "MaskedAutoregressiveFlow",
+    "RationalQuadraticSpline",
     "SplitChannels",
     "Squeeze",
+    "Transformer",
+    "get_transformer",
     "initialize_actnorm",
+    "make_transformer",
     "random_permutation",
     "reverse_permutation",
     "soft_clamp",

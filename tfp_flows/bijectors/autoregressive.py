@@ -4,17 +4,15 @@ import math
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from tfp_flows.bijectors.base import FlowBijector, check_event_shape, soft_clamp
+from tfp_flows._validation import check_int
+from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
+from tfp_flows.bijectors.transformers import Affine, RationalQuadraticSpline, Transformer
 
-__all__ = ["TRANSFORMERS", "MaskedAutoregressiveFlow"]
+__all__ = ["TRANSFORMERS", "MaskedAutoregressiveFlow", "make_transformer"]
 
+# The transformers MAF names by string; any `Transformer` instance works too.
 TRANSFORMERS = ("affine", "spline")
-
-# Lower bounds keeping every spline bin and knot slope away from zero (Durkan et al.).
-_MIN_BIN_SIZE = 1e-3
-_MIN_SLOPE = 1e-3
 
 
 def _positive_number(name, value):
@@ -25,9 +23,38 @@ def _positive_number(name, value):
 
 
 def _num_bins(value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ValueError(f"num_spline_bins must be an int >= 2, got {value!r}")
-    return value
+    return check_int("num_spline_bins", value, minimum=2)
+
+
+def make_transformer(transformer="affine", log_scale_bound=3.0, num_spline_bins=8,
+                     spline_range=3.0):
+    """The `Transformer` MAF's arguments describe.
+
+    Args:
+        transformer: `"affine"`, `"spline"` or a `tff.bijectors.Transformer` (returned as
+            is; the other arguments are then only validated).
+        log_scale_bound: positive bound of the affine log-scales.
+        num_spline_bins: number of spline bins, `>= 2`.
+        spline_range: positive half-width of the spline's interval.
+
+    Raises:
+        TypeError: `transformer` is neither a name nor a `Transformer`.
+        ValueError: an unknown name or an argument out of range.
+    """
+    log_scale_bound = _positive_number("log_scale_bound", log_scale_bound)
+    num_spline_bins = _num_bins(num_spline_bins)
+    spline_range = _positive_number("spline_range", spline_range)
+    if isinstance(transformer, Transformer):
+        return transformer
+    if not isinstance(transformer, str):
+        raise TypeError(f"transformer must be one of {TRANSFORMERS} or a "
+                        f"tfp_flows.bijectors.Transformer, got {transformer!r} of type "
+                        f"{type(transformer).__name__}")
+    if transformer not in TRANSFORMERS:
+        raise ValueError(f"transformer must be one of {TRANSFORMERS}, got {transformer!r}")
+    if transformer == "affine":
+        return Affine(log_scale_bound)
+    return RationalQuadraticSpline(num_spline_bins, range=spline_range)
 
 
 class MaskedAutoregressiveFlow(FlowBijector):
@@ -47,20 +74,19 @@ class MaskedAutoregressiveFlow(FlowBijector):
     - log-det: the Jacobian is triangular in the MADE order, so the log-det is the sum of
       the elementwise log-derivatives of `tau` at the exact parameters.
 
-    Transformers `tau`:
+    Transformers `tau` (any `tff.bijectors.Transformer`; two have names):
 
-    - `"affine"`: `x_i = u_i * exp(s_i) + mu_i`, `u_i = (x_i - mu_i) * exp(-s_i)` with
-      `(mu_i, s_raw_i) = theta_i` and `s = c * tanh(s_raw / c)` (`c = log_scale_bound`);
-      forward log-det `sum(s)`, inverse `-sum(s)`.
-    - `"spline"`: a monotonic rational-quadratic spline (Durkan et al., arXiv:1906.04032;
-      `tfp.bijectors.RationalQuadraticSpline`) with `K = num_spline_bins` bins on
-      `[-B, B]` (`B = spline_range`) and the identity outside. `theta_i` holds `K` bin
-      widths, `K` bin heights (softmax, scaled to `2B`, each at least `1e-3`) and `K - 1`
-      interior knot slopes (`softplus(v + log(expm1(1 - 1e-3))) + 1e-3`, so `v = 0` is
-      slope 1); zero parameters are the identity map.
+    - `"affine"` (`tff.bijectors.Affine(log_scale_bound)`): `x_i = u_i * exp(s_i) + mu_i`,
+      `u_i = (x_i - mu_i) * exp(-s_i)` with `(mu_i, s_raw_i) = theta_i` and
+      `s = c * tanh(s_raw / c)` (`c = log_scale_bound`); forward log-det `sum(s)`, inverse
+      `-sum(s)`.
+    - `"spline"` (`tff.bijectors.RationalQuadraticSpline(num_spline_bins, spline_range)`):
+      a monotonic rational-quadratic spline (Durkan et al., arXiv:1906.04032) with
+      `K = num_spline_bins` bins on `[-B, B]` (`B = spline_range`) and the identity
+      outside; zero parameters are the identity map.
 
     The MADE's output layer starts at zero (`tfp_flows.nets.MADE(zero_init=True)`), so a
-    fresh bijector is the identity for both transformers. `tfp.bijectors.Invert` of this
+    fresh bijector is the identity for the shipped transformers. `tfp.bijectors.Invert` of this
     bijector is an inverse autoregressive flow (IAF): parallel sampling, sequential density.
 
     Reference: Papamakarios, Pavlakou, Murray, "Masked Autoregressive Flow for Density
@@ -69,62 +95,70 @@ class MaskedAutoregressiveFlow(FlowBijector):
     Args:
         made: a Keras layer mapping `[..., D]` (and `context=` `[..., context_size]` when
             `conditional`) to `[..., D, params_per_dim]` with the autoregressive property,
-            typically `tfp_flows.nets.MADE`; size it with `made_params_per_dim`.
+            typically `tfp_flows.nets.MADE(D, transformer.num_params, hidden_units)`.
         event_shape: `[D]`.
-        transformer: `"affine"` or `"spline"`.
-        log_scale_bound: positive bound `c` of the affine log-scales.
-        num_spline_bins: number of spline bins `K >= 2`.
-        spline_range: positive half-width `B` of the spline's interval `[-B, B]`.
-        conditional: whether the MADE also takes a `context` tensor.
+        transformer: a `tff.bijectors.Transformer`, or `"affine"` or `"spline"` for the
+            ones the next three arguments describe.
+        log_scale_bound: positive bound `c` of the affine log-scales (`"affine"` only).
+        num_spline_bins: number of spline bins `K >= 2` (`"spline"` only).
+        spline_range: positive half-width `B` of the spline's interval `[-B, B]`
+            (`"spline"` only).
+        conditional: whether the MADE also takes a `context` tensor; `None` (the default)
+            means "if a context size is known".
+        context_size: size of the context's last axis; by default the MADE's
+            `context_size`.
         validate_args: TFP's argument validation flag.
         name: bijector name.
 
     Example:
         >>> import numpy as np
         >>> from tfp_flows.nets import MADE
-        >>> made = MADE(3, MaskedAutoregressiveFlow.made_params_per_dim("affine"), [16])
-        >>> maf = MaskedAutoregressiveFlow(made, [3])
+        >>> transformer = Affine(log_scale_bound=3.0)
+        >>> made = MADE(3, transformer.num_params, [16])
+        >>> maf = MaskedAutoregressiveFlow(made, [3], transformer=transformer)
         >>> maf.forward(np.ones([2, 3], "float32")).numpy().tolist()  # fresh: the identity
         [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
 
     def __init__(self, made, event_shape, transformer="affine", log_scale_bound=3.0,
-                 num_spline_bins=8, spline_range=3.0, conditional=False, validate_args=False,
-                 name="masked_autoregressive_flow"):
+                 num_spline_bins=8, spline_range=3.0, conditional=None, context_size=None,
+                 validate_args=False, name="masked_autoregressive_flow"):
         parameters = dict(locals())
         if not isinstance(made, keras.layers.Layer):
             raise TypeError(f"made must be a keras.layers.Layer (such as tfp_flows.nets.MADE), "
                             f"got {type(made).__name__}")
         event_shape = check_event_shape(event_shape, ranks=(1,))
-        self.transformer = transformer
-        self.log_scale_bound = _positive_number("log_scale_bound", log_scale_bound)
-        self.num_spline_bins = _num_bins(num_spline_bins)
-        self.spline_range = _positive_number("spline_range", spline_range)
-        expected = self.made_params_per_dim(transformer, num_spline_bins)
+        self.transformer = make_transformer(transformer, log_scale_bound, num_spline_bins,
+                                            spline_range)
+        self.log_scale_bound = float(log_scale_bound)
+        self.num_spline_bins = num_spline_bins
+        self.spline_range = float(spline_range)
+        expected = self.transformer.num_params
         size = getattr(made, "event_size", event_shape[0])
         if size != event_shape[0]:
             raise ValueError(f"made has event_size {size} but event_shape is {event_shape}")
         params_per_dim = getattr(made, "params_per_dim", expected)
         if params_per_dim != expected:
+            described = (repr(transformer) if isinstance(transformer, str)
+                         else type(transformer).__name__)
+            detail = (f" (num_spline_bins={num_spline_bins})" if transformer == "spline"
+                      else "")
             raise ValueError(
-                f"a {transformer!r} transformer needs a MADE with params_per_dim={expected}"
-                f"{'' if transformer == 'affine' else f' (num_spline_bins={num_spline_bins})'}"
-                f", got {params_per_dim}")
-        if hasattr(made, "context_size") and (made.context_size is not None) != bool(
-                conditional):
-            raise ValueError(f"conditional={conditional!r} does not match the MADE's "
-                             f"context_size={made.context_size!r}")
+                f"a {described} transformer needs a MADE with params_per_dim={expected}"
+                f"{detail}, got {params_per_dim}")
         self.made = made
-        self.conditional = bool(conditional)
+        self.conditional, self.context_size = resolve_context_size(
+            made, conditional, context_size, layer_name="MADE")
         super().__init__(event_shape, parameters=parameters, name=name,
                          validate_args=validate_args)
 
     @staticmethod
     def made_params_per_dim(transformer="affine", num_spline_bins=8):
-        """Parameters per dimension the MADE must return for `transformer`."""
-        if transformer not in TRANSFORMERS:
-            raise ValueError(f"transformer must be one of {TRANSFORMERS}, got {transformer!r}")
-        return 2 if transformer == "affine" else 3 * _num_bins(num_spline_bins) - 1
+        """Parameters per dimension the MADE must return for `transformer`.
+
+        The same as `transformer.num_params` for a `Transformer` instance.
+        """
+        return make_transformer(transformer, num_spline_bins=num_spline_bins).num_params
 
     # -- the shared pieces -------------------------------------------------------------------
 
@@ -140,36 +174,11 @@ class MaskedAutoregressiveFlow(FlowBijector):
         Returns the transformed `[N, D]` and the log-det of the applied map summed over the
         event, `[N]`.
         """
-        if self.transformer == "affine":
-            shift, log_scale = params[..., 0], soft_clamp(params[..., 1], self.log_scale_bound)
-            if inverse:
-                out, log_det = (value - shift) * tf.exp(-log_scale), -log_scale
-            else:
-                out, log_det = value * tf.exp(log_scale) + shift, log_scale
-            return out, tf.reduce_sum(log_det, axis=-1)
-        spline = self._spline(params)
         if inverse:
-            out = spline.inverse(value)
-            log_det = spline.inverse_log_det_jacobian(value, event_ndims=0)
+            out, log_det = self.transformer.inverse(value, params)
         else:
-            out = spline.forward(value)
-            log_det = spline.forward_log_det_jacobian(value, event_ndims=0)
+            out, log_det = self.transformer.forward(value, params)
         return out, tf.reduce_sum(log_det, axis=-1)
-
-    def _spline(self, params):
-        bins = self.num_spline_bins
-        dtype = params.dtype
-        width = tf.constant(2.0 * self.spline_range - bins * _MIN_BIN_SIZE, dtype)
-
-        def bin_sizes(raw):
-            return tf.math.softmax(raw, axis=-1) * width + _MIN_BIN_SIZE
-
-        raw_slopes = params[..., 2 * bins:] + math.log(math.expm1(1.0 - _MIN_SLOPE))
-        return tfp.bijectors.RationalQuadraticSpline(
-            bin_widths=bin_sizes(params[..., :bins]),
-            bin_heights=bin_sizes(params[..., bins:2 * bins]),
-            knot_slopes=tf.math.softplus(raw_slopes) + _MIN_SLOPE,
-            range_min=tf.constant(-self.spline_range, dtype))
 
     # -- the fused transform -----------------------------------------------------------------
 
@@ -177,11 +186,7 @@ class MaskedAutoregressiveFlow(FlowBijector):
         size = self._event_shape_in[0]
         batch_shape = tf.shape(x)[:-1]
         flat = tf.reshape(x, [-1, size])
-        if context is not None:
-            context = tf.convert_to_tensor(context)
-            context = tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]],
-                                                         0))
-            context = tf.reshape(context, [-1, tf.shape(context)[-1]])
+        context = self._flat_context(context, x)
         if inverse:
             out, log_det = self._elementwise(flat, self._params(flat, context), inverse=True)
         else:

@@ -3,9 +3,16 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows._validation import check_bool, check_positive_int
 from tfp_flows.bijectors._tfp_private import BijectorCacheWithGreedyAttrs
 
-__all__ = ["FlowBijector", "check_event_shape", "soft_clamp"]
+__all__ = [
+    "FlowBijector",
+    "check_event_shape",
+    "flatten_context",
+    "resolve_context_size",
+    "soft_clamp",
+]
 
 
 def soft_clamp(log_scale, bound):
@@ -28,6 +35,92 @@ def check_event_shape(event_shape, ranks=(1, 3)):
     return shape
 
 
+def resolve_context_size(layer, conditional, context_size, layer_name="conditioner"):
+    """Returns `(conditional, context_size)` of a bijector calling `layer`.
+
+    The context size comes from `context_size` or, when the layer declares one (as
+    `tfp_flows.nets.MADE` does), from `layer.context_size`; `conditional=None` means
+    "conditional if a context size is known".
+
+    Raises:
+        TypeError: `conditional` is not a bool or `None`, or `context_size` is not an int.
+        ValueError: the arguments contradict each other or the layer.
+    """
+    if conditional is not None:
+        conditional = check_bool("conditional", conditional)
+    context_size = check_positive_int("context_size", context_size, allow_none=True)
+    declared = getattr(layer, "context_size", None)
+    if hasattr(layer, "context_size") and conditional is not None and (
+            declared is not None) != conditional:
+        raise ValueError(f"conditional={conditional!r} does not match the {layer_name}'s "
+                         f"context_size={declared!r}")
+    if declared is not None and context_size is not None and declared != context_size:
+        raise ValueError(f"context_size={context_size} does not match the {layer_name}'s "
+                         f"context_size={declared}")
+    context_size = context_size if context_size is not None else declared
+    if conditional is None:
+        conditional = context_size is not None
+    elif context_size is not None and not conditional:
+        raise ValueError(f"context_size={context_size} needs conditional=True, got "
+                         f"conditional=False")
+    return conditional, context_size
+
+
+def _shape_str(shape):
+    return "unknown" if shape.rank is None else str(shape.as_list())
+
+
+def flatten_context(context, x, event_ndims, context_size=None, name="bijector"):
+    """Checks `context` against `x` and returns it as `[prod(batch), context_size]`.
+
+    `x` has shape `[*batch, *event]` (`event_ndims` event axes) and `context` shape
+    `[*context_batch, context_size]`, where `context_batch` broadcasts to `batch` (a single
+    context vector `[context_size]` serves the whole batch). The result lines up with `x`
+    reshaped to `[-1, *event]`, which is how conditioners see their inputs.
+
+    Args:
+        context: the context tensor (or array).
+        x: the input tensor of the bijector.
+        event_ndims: number of event axes of `x`.
+        context_size: expected size of the context's last axis, or `None` (unchecked).
+        name: name of the bijector, for messages.
+
+    Raises:
+        ValueError: the context's size or batch shape does not fit (statically known
+            shapes), naming the expected and received shapes.
+    """
+    context = tf.convert_to_tensor(context)
+    batch = x.shape[:x.shape.rank - event_ndims] if x.shape.rank is not None else None
+    expected = (f"[*batch, {'context_size' if context_size is None else context_size}]"
+                if batch is None or batch.rank is None
+                else str([*batch.as_list(), context_size or "context_size"]))
+
+    def fail(reason):
+        raise ValueError(
+            f"{name} expects a context of shape {expected} for inputs of shape "
+            f"{_shape_str(x.shape)}, got a context of shape {_shape_str(context.shape)}: "
+            f"{reason}")
+
+    if context.shape.rank is not None:
+        if context.shape.rank == 0:
+            fail("a context needs at least one axis")
+        size = context.shape[-1]
+        if context_size is not None and size is not None and size != context_size:
+            fail(f"its last axis has size {size}, not context_size={context_size}")
+        if batch is not None and batch.rank is not None:
+            context_batch = context.shape[:-1]
+            if context_batch.rank > batch.rank:
+                fail("it has more batch axes than the inputs")
+            for got, want in zip(reversed(context_batch.as_list()),
+                                 reversed(batch.as_list()), strict=False):
+                if got is not None and want is not None and got not in (1, want):
+                    fail("its batch axes do not broadcast to the inputs' batch shape")
+    batch_shape = tf.shape(x)[:tf.rank(x) - event_ndims]
+    size = tf.shape(context)[-1:]
+    context = tf.broadcast_to(context, tf.concat([batch_shape, size], axis=0))
+    return tf.reshape(context, tf.concat([[-1], size], axis=0))
+
+
 class FlowBijector(tfp.bijectors.Bijector):
     """A bijector whose subclasses implement one fused method, `_transform`.
 
@@ -37,11 +130,13 @@ class FlowBijector(tfp.bijectors.Bijector):
     both log-det methods are derived from it, and TFP's cache keeps the log-det computed with
     the transform, so `log_prob` of a `TransformedDistribution` calls each conditioner once.
 
-    Subclasses that take a `context` tensor set `conditional = True`; `FlowChain` passes the
-    `context` keyword to them.
+    Subclasses that take a `context` tensor set `conditional = True` and, when they know
+    it, `context_size`; `FlowChain` passes the `context` keyword to them, and
+    `_flat_context` checks and flattens it against the batch.
     """
 
     conditional = False
+    context_size = None
 
     _cache = BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
@@ -80,6 +175,21 @@ class FlowBijector(tfp.bijectors.Bijector):
             raise ValueError(f"{self.name} is not conditional but received a context tensor")
         if context is None and self.conditional:
             raise ValueError(f"{self.name} is conditional and needs a `context` tensor")
+
+    def _flat_context(self, context, x):
+        """`context` checked against `context_size` and `x`, as `[prod(batch), size]`.
+
+        A conditional bijector that does not know its context size yet learns it from the
+        first context it sees, so that a later context of another size is a clear error
+        rather than a failure deep inside the conditioner.
+        """
+        if context is None:
+            return None
+        flat = flatten_context(context, x, len(self._event_shape_in), self.context_size,
+                               self.name)
+        if self.context_size is None and flat.shape[-1] is not None:
+            self.context_size = int(flat.shape[-1])
+        return flat
 
     def _checked_transform(self, x, inverse, context=None):
         self._check_input(x, context)

@@ -1,9 +1,10 @@
-"""Coupling layers: NICE's additive coupling and RealNVP's affine coupling."""
+"""Coupling layers: part of the input conditions an elementwise transform of the rest."""
 
 import keras
 import tensorflow as tf
 
-from tfp_flows.bijectors.base import FlowBijector, check_event_shape, soft_clamp
+from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
+from tfp_flows.bijectors.transformers import Additive, Affine, get_transformer
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "MASKS"]
 
@@ -26,8 +27,25 @@ def _check_mask(event_shape, mask, parity):
     return event_shape
 
 
+def _changed_size(event_shape, mask, parity):
+    """Size of the last axis of the entries the conditioner returns parameters for."""
+    if mask == "checkerboard":
+        return event_shape[-1]
+    split = event_shape[-1] // 2
+    return event_shape[-1] - split if parity == 0 else split
+
+
 class Coupling(FlowBijector):
-    """Base class of coupling bijectors: part of the input conditions a transform of the rest.
+    """Coupling bijector: the entries kept by a mask condition a transform of the others.
+
+    With `x = (x_a, x_b)` split by the mask, `theta = conditioner(x_a)` and an elementwise
+    `transformer` `tau` (`tff.bijectors.Additive`, `Affine`, `RationalQuadraticSpline` or
+    your own `tff.bijectors.Transformer`):
+
+    - forward: `y_a = x_a`, `y_b = tau(x_b; theta(x_a))`
+    - inverse: `x_a = y_a`, `x_b = tau^{-1}(y_b; theta(y_a))`
+    - log-det: `sum_i log|tau'(x_b,i; theta_i)|` forward, its negative inverse (the
+      Jacobian is block triangular with identity and diagonal blocks).
 
     Masks:
         `"half"` splits the last axis (features of a vector, channels of an image) in two:
@@ -38,95 +56,144 @@ class Coupling(FlowBijector):
         parameters for every entry, of which only the transformed ones are used.
 
     The conditioner is any Keras layer mapping the conditioning part (`[batch, *shape]`) to
-    `num_params` parameters per transformed entry, stacked on the last axis: use
-    `conditioner_output_size` to size its output. A conditional coupling calls it as
-    `conditioner(inputs, context=context)`.
+    `transformer.num_params` parameters per transformed entry on the last axis: parameter
+    `p` of entry `i` is channel `p * n + i`, with `n` transformed entries per position (use
+    `conditioner_output_size` to size it). A conditional coupling calls it as
+    `conditioner(inputs, context=context)`, with the context broadcast against the batch.
+
+    Reference: Dinh, Krueger, Bengio, "NICE: Non-linear Independent Components
+    Estimation", arXiv:1410.8516; Dinh, Sohl-Dickstein, Bengio, "Density estimation using
+    Real NVP", arXiv:1605.08803; Durkan, Bekasov, Murray, Papamakarios, "Neural Spline
+    Flows", arXiv:1906.04032.
+
+    Args:
+        conditioner: Keras layer returning `conditioner_output_size(...)` values.
+        event_shape: `[D]` for vectors or `[H, W, C]` for images.
+        transformer: a `tff.bijectors.Transformer`, or `"additive"`, `"affine"` or
+            `"spline"` for one with default arguments.
+        mask: `"half"` or `"checkerboard"`.
+        parity: `0` or `1`, which part is transformed.
+        conditional: whether the conditioner also takes a `context` tensor; `None` (the
+            default) means "if a context size is known".
+        context_size: size of the context's last axis; by default the conditioner's
+            `context_size` attribute if it has one, else learned from the first context.
+        validate_args: TFP's argument validation flag.
+        name: bijector name.
+
+    Example:
+        >>> import numpy as np
+        >>> from tfp_flows import nets
+        >>> from tfp_flows.bijectors import RationalQuadraticSpline
+        >>> spline = RationalQuadraticSpline(num_bins=4)
+        >>> size = Coupling.conditioner_output_size([4], transformer=spline)
+        >>> coupling = Coupling(nets.MLP([8], size), [4], transformer=spline)
+        >>> coupling.forward(np.ones([2, 4], "float32")).numpy().tolist()  # fresh: identity
+        [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
     """
 
-    num_params = None
-
-    def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=False,
-                 validate_args=False, name=None, parameters=None):
+    def __init__(self, conditioner, event_shape, transformer, mask="half", parity=0,
+                 conditional=None, context_size=None, validate_args=False, name="coupling",
+                 parameters=None):
+        parameters = dict(locals()) if parameters is None else parameters
         if not isinstance(conditioner, keras.layers.Layer):
             raise TypeError(
                 f"conditioner must be a keras.layers.Layer, got {type(conditioner).__name__}")
         event_shape = _check_mask(event_shape, mask, parity)
         self.conditioner = conditioner
+        self.transformer = get_transformer(transformer)
         self.mask = mask
         self.parity = parity
-        self.conditional = bool(conditional)
+        self.conditional, self.context_size = resolve_context_size(
+            conditioner, conditional, context_size)
         super().__init__(event_shape, parameters=parameters, name=name,
                          validate_args=validate_args)
 
-    @classmethod
-    def conditioner_output_size(cls, event_shape, mask="half", parity=0):
-        """Size of the conditioner's last output axis for this coupling's parameters."""
-        event_shape = _check_mask(event_shape, mask, parity)
-        if mask == "checkerboard":
-            return cls.num_params * event_shape[-1]
-        split = event_shape[-1] // 2
-        changed = event_shape[-1] - split if parity == 0 else split
-        return cls.num_params * changed
+    @property
+    def num_params(self):
+        """Parameters per transformed entry (`transformer.num_params`)."""
+        return self.transformer.num_params
 
     @classmethod
-    def conditioner_input_size(cls, event_shape, mask="half", parity=0):
-        """Size of the last axis of what the conditioner sees."""
-        event_shape = _check_mask(event_shape, mask, parity)
-        if mask == "checkerboard":
-            return event_shape[-1]
-        split = event_shape[-1] // 2
-        return split if parity == 0 else event_shape[-1] - split
+    def conditioner_output_size(cls, event_shape, transformer, mask="half", parity=0):
+        """Size of the conditioner's last output axis for this coupling's parameters.
 
-    def _checkerboard(self, dtype):
+        Args:
+            event_shape: the coupling's event shape.
+            transformer: a `tff.bijectors.Transformer` (or its name).
+            mask: `"half"` or `"checkerboard"`.
+            parity: `0` or `1`.
+
+        Returns:
+            `transformer.num_params` times the number of transformed entries per position
+            (per vector, or per pixel of an image).
+        """
+        event_shape = _check_mask(event_shape, mask, parity)
+        return get_transformer(transformer).num_params * _changed_size(event_shape, mask,
+                                                                       parity)
+
+    def _checkerboard(self):
+        """Boolean mask of the kept entries, broadcastable against the event."""
         shape = self._event_shape_in
         if len(shape) == 1:
-            keep = tf.range(shape[0]) % 2 == self.parity
-        else:
-            rows = tf.range(shape[0])[:, None]
-            cols = tf.range(shape[1])[None, :]
-            keep = ((rows + cols) % 2 == self.parity)[..., None]
-        return tf.cast(keep, dtype)
+            return tf.range(shape[0]) % 2 == self.parity
+        rows = tf.range(shape[0])[:, None]
+        cols = tf.range(shape[1])[None, :]
+        return ((rows + cols) % 2 == self.parity)[..., None]
 
     def _conditioner_params(self, conditioning, context):
+        """Transformer parameters `[*batch, *changed, num_params]` from the conditioner.
+
+        `context` is `None` or already flattened against the batch (`_flat_context`).
+        """
         event_ndims = len(self._event_shape_in)
         batch_shape = tf.shape(conditioning)[:-event_ndims]
         flat = tf.reshape(conditioning, tf.concat(
             [[-1], tf.shape(conditioning)[-event_ndims:]], axis=0))
-        if context is None:
-            params = self.conditioner(flat)
-        else:
-            context = tf.convert_to_tensor(context)
-            context = tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0))
-            params = self.conditioner(flat, context=tf.reshape(
-                context, [-1, tf.shape(context)[-1]]))
+        params = self.conditioner(flat) if context is None else self.conditioner(
+            flat, context=context)
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
         params = tf.cast(params, conditioning.dtype)
-        params = tf.reshape(params, tf.concat([batch_shape, tf.shape(params)[1:]], axis=0))
-        return tf.split(params, self.num_params, axis=-1)
+        # The conditioner stacks parameter p of all n changed entries as channels
+        # [p * n, (p + 1) * n): move the parameter index to a trailing axis.
+        num_params = self.num_params
+        changed = _changed_size(self._event_shape_in, self.mask, self.parity)
+        if params.shape[-1] is not None and params.shape[-1] != num_params * changed:
+            raise ValueError(
+                f"{self.name}: the conditioner returned {params.shape[-1]} values on its last "
+                f"axis, expected {num_params * changed} ({num_params} parameters of "
+                f"{type(self.transformer).__name__} x {changed} transformed entries; see "
+                f"conditioner_output_size)")
+        params = tf.reshape(params, tf.concat(
+            [batch_shape, tf.shape(params)[1:-1], [num_params, changed]], axis=0))
+        return tf.linalg.matrix_transpose(params)
 
     def _transform(self, x, inverse, context=None):
         event_axes = list(range(-len(self._event_shape_in), 0))
+        context = self._flat_context(context, x)
         if self.mask == "checkerboard":
-            keep_mask = self._checkerboard(x.dtype)
-            params = self._conditioner_params(x * keep_mask, context)
+            keep = self._checkerboard()
+            params = self._conditioner_params(tf.where(keep, x, tf.zeros_like(x)), context)
             changed, log_det = self._elementwise(x, params, inverse)
-            y = keep_mask * x + (1.0 - keep_mask) * changed
-            return y, tf.reduce_sum((1.0 - keep_mask) * log_det, axis=event_axes)
+            y = tf.where(keep, x, changed)
+            return y, tf.reduce_sum(tf.where(keep, tf.zeros_like(log_det), log_det),
+                                    axis=event_axes)
         split = self._event_shape_in[-1] // 2
         first, second = x[..., :split], x[..., split:]
-        keep, change = (first, second) if self.parity == 0 else (second, first)
+        kept, change = (first, second) if self.parity == 0 else (second, first)
         changed, log_det = self._elementwise(
-            change, self._conditioner_params(keep, context), inverse)
-        parts = [keep, changed] if self.parity == 0 else [changed, keep]
+            change, self._conditioner_params(kept, context), inverse)
+        parts = [kept, changed] if self.parity == 0 else [changed, kept]
         return tf.concat(parts, axis=-1), tf.reduce_sum(log_det, axis=event_axes)
 
     def _elementwise(self, x, params, inverse):
-        """Returns the transformed entries and the elementwise log-det of the applied map."""
-        raise NotImplementedError
+        """The transformed entries and the elementwise log-det of the applied map."""
+        if inverse:
+            return self.transformer.inverse(x, params)
+        return self.transformer.forward(x, params)
 
 
 class AdditiveCoupling(Coupling):
-    """NICE additive coupling.
+    """NICE additive coupling: `Coupling` with the `Additive` transformer.
 
     With `x = (x_a, x_b)` split by the mask and `t = conditioner(x_a)`:
 
@@ -142,27 +209,30 @@ class AdditiveCoupling(Coupling):
         event_shape: `[D]` for vectors or `[H, W, C]` for images.
         mask: `"half"` or `"checkerboard"`.
         parity: `0` or `1`, which part is transformed.
-        conditional: whether the conditioner also takes a `context` tensor.
+        conditional: whether the conditioner also takes a `context` tensor (`None`: if a
+            context size is known).
+        context_size: size of the context's last axis (see `Coupling`).
         validate_args: TFP's argument validation flag.
         name: bijector name.
     """
 
     num_params = 1
 
-    def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=False,
-                 validate_args=False, name="additive_coupling"):
-        super().__init__(conditioner, event_shape, mask=mask, parity=parity,
-                         conditional=conditional, validate_args=validate_args, name=name,
-                         parameters=dict(locals()))
+    def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=None,
+                 context_size=None, validate_args=False, name="additive_coupling"):
+        super().__init__(conditioner, event_shape, Additive(), mask=mask, parity=parity,
+                         conditional=conditional, context_size=context_size,
+                         validate_args=validate_args, name=name, parameters=dict(locals()))
 
-    def _elementwise(self, x, params, inverse):
-        (shift,) = params
-        y = x - shift if inverse else x + shift
-        return y, tf.zeros_like(x)
+    @classmethod
+    def conditioner_output_size(cls, event_shape, mask="half", parity=0):
+        """Size of the conditioner's last output axis (one shift per transformed entry)."""
+        return Coupling.conditioner_output_size(event_shape, Additive(), mask=mask,
+                                                parity=parity)
 
 
 class AffineCoupling(Coupling):
-    """RealNVP affine coupling with a bounded log-scale.
+    """RealNVP affine coupling: `Coupling` with the `Affine` transformer.
 
     With `x = (x_a, x_b)` split by the mask, `(t, s_raw) = conditioner(x_a)` and the soft
     clamp `s = c * tanh(s_raw / c)` (`c = log_scale_bound`):
@@ -176,31 +246,32 @@ class AffineCoupling(Coupling):
 
     Args:
         conditioner: Keras layer returning `conditioner_output_size(...)` values
-            (shift first, then raw log-scale).
+            (shifts first, then raw log-scales).
         event_shape: `[D]` for vectors or `[H, W, C]` for images.
         mask: `"half"` or `"checkerboard"`.
         parity: `0` or `1`, which part is transformed.
-        conditional: whether the conditioner also takes a `context` tensor.
+        conditional: whether the conditioner also takes a `context` tensor (`None`: if a
+            context size is known).
         log_scale_bound: positive bound `c` of the soft clamp.
+        context_size: size of the context's last axis (see `Coupling`).
         validate_args: TFP's argument validation flag.
         name: bijector name.
     """
 
     num_params = 2
 
-    def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=False,
-                 log_scale_bound=3.0, validate_args=False, name="affine_coupling"):
+    def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=None,
+                 log_scale_bound=3.0, context_size=None, validate_args=False,
+                 name="affine_coupling"):
         parameters = dict(locals())
-        if not isinstance(log_scale_bound, int | float) or not log_scale_bound > 0:
-            raise ValueError(f"log_scale_bound must be a positive number, got {log_scale_bound!r}")
-        self.log_scale_bound = float(log_scale_bound)
-        super().__init__(conditioner, event_shape, mask=mask, parity=parity,
-                         conditional=conditional, validate_args=validate_args, name=name,
-                         parameters=parameters)
+        transformer = Affine(log_scale_bound)
+        self.log_scale_bound = transformer.log_scale_bound
+        super().__init__(conditioner, event_shape, transformer, mask=mask, parity=parity,
+                         conditional=conditional, context_size=context_size,
+                         validate_args=validate_args, name=name, parameters=parameters)
 
-    def _elementwise(self, x, params, inverse):
-        shift, raw_log_scale = params
-        log_scale = soft_clamp(raw_log_scale, self.log_scale_bound)
-        if inverse:
-            return (x - shift) * tf.exp(-log_scale), -log_scale
-        return x * tf.exp(log_scale) + shift, log_scale
+    @classmethod
+    def conditioner_output_size(cls, event_shape, mask="half", parity=0):
+        """Size of the conditioner's last output axis (a shift and a log-scale per entry)."""
+        return Coupling.conditioner_output_size(event_shape, Affine(), mask=mask,
+                                                parity=parity)

@@ -36,14 +36,16 @@ class MAF(Flow):
         event_shape: `[D]` (autoregressive flows here model vectors).
         num_layers: number of autoregressive steps.
         hidden_units: hidden widths of each MADE (one width when `num_blocks > 0`).
-        transformer: `"affine"` or `"spline"` (rational-quadratic, Durkan et al.
-            arXiv:1906.04032).
+        transformer: `"affine"`, `"spline"` (rational-quadratic, Durkan et al.
+            arXiv:1906.04032) or any `tff.bijectors.Transformer` instance (the MADEs are
+            sized by its `num_params`; register its class with
+            `keras.saving.register_keras_serializable` to save the flow).
         num_blocks: residual blocks of each MADE (`0`: a plain MADE, else ResMADE).
         orderings: `"reverse"` (alternate left-to-right and right-to-left) or `"random"`.
-        log_scale_bound: bound of the soft-clamped affine log-scales.
-        num_spline_bins: bins of each spline.
+        log_scale_bound: bound of the soft-clamped affine log-scales (`"affine"`).
+        num_spline_bins: bins of each spline (`"spline"`).
         spline_range: the splines act on `[-spline_range, spline_range]`, the identity
-            outside.
+            outside (`"spline"`).
         context_size: context vector size for a conditional flow (the MADEs read it).
         seed: seed of the random orderings (step `k` uses `seed + k`).
         **kwargs: `name`, `dtype` of the Keras model.
@@ -77,8 +79,12 @@ class MAF(Flow):
             raise ValueError(f"orderings must be one of {_ORDERINGS}, got {orderings!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        params_per_dim = bijectors.MaskedAutoregressiveFlow.made_params_per_dim(
-            transformer, num_spline_bins)
+        if isinstance(transformer, dict):  # a Transformer serialized by get_config
+            transformer = bijectors.get_transformer(transformer)
+        # One stateless transformer object serves every step.
+        self._transformer = bijectors.make_transformer(
+            transformer, log_scale_bound, num_spline_bins, spline_range)
+        params_per_dim = self._transformer.num_params
         self.num_layers = num_layers
         self.hidden_units = check_units("hidden_units", hidden_units)
         self.transformer = transformer
@@ -103,7 +109,7 @@ class MAF(Flow):
 
     def _autoregressive(self, made, name):
         return bijectors.MaskedAutoregressiveFlow(
-            made, self.event_shape, transformer=self.transformer,
+            made, self.event_shape, transformer=self._transformer,
             log_scale_bound=self.log_scale_bound, num_spline_bins=self.num_spline_bins,
             spline_range=self.spline_range, conditional=self.conditional, name=name)
 
@@ -116,7 +122,8 @@ class MAF(Flow):
             **super().get_config(),
             "num_layers": self.num_layers,
             "hidden_units": list(self.hidden_units),
-            "transformer": self.transformer,
+            "transformer": (self.transformer if isinstance(self.transformer, str)
+                            else keras.saving.serialize_keras_object(self.transformer)),
             "num_blocks": self.num_blocks,
             "orderings": self.orderings,
             "log_scale_bound": self.log_scale_bound,

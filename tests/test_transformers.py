@@ -1,0 +1,430 @@
+"""Elementwise transformers: the shipped ones, a user-written one in Coupling and MAF, and
+context handling of conditional couplings and MAFs."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_flows import bijectors, models, nets
+from tfp_flows.bijectors import (
+    Additive,
+    Affine,
+    Coupling,
+    MaskedAutoregressiveFlow,
+    RationalQuadraticSpline,
+    Transformer,
+)
+from tfp_flows.testing import check_bijector
+
+VECTOR = [4]
+IMAGE = [4, 4, 2]
+CONTEXT_SIZE = 3
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+def normal(shape, seed=0, dtype="float64", scale=1.0):
+    return (scale * np.random.default_rng(seed).normal(size=shape)).astype(dtype)
+
+
+def _log_cosh(value):
+    magnitude = tf.abs(value)
+    return magnitude + tf.math.softplus(-2.0 * magnitude) - math.log(2.0)
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows_tests")
+class SinhArcsinh(Transformer):
+    """A user's transformer, written against the public API only (Jones & Pewsey 2009).
+
+    With `(t, a, e, b_raw)` per entry and tail weight `b = exp(c tanh(b_raw / c))`:
+
+    - forward: `y = t + exp(a) sinh(b asinh(x) + e)`
+    - inverse: `x = sinh((asinh((y - t) exp(-a)) - e) / b)`
+    - log-det: `a + log b + log cosh(b asinh(x) + e) - log(1 + x^2) / 2` forward
+    """
+
+    def __init__(self, tail_bound=1.0):
+        self.tail_bound = float(tail_bound)
+
+    @property
+    def num_params(self):
+        return 4
+
+    def _unpack(self, params):
+        shift, log_scale, skew, raw_tail = tf.unstack(params, axis=-1)
+        log_tail = bijectors.soft_clamp(raw_tail, self.tail_bound)
+        return shift, log_scale, skew, log_tail
+
+    def _log_det(self, x, inner, log_scale, log_tail):
+        return log_scale + log_tail + _log_cosh(inner) - 0.5 * tf.math.log1p(x * x)
+
+    def forward(self, x, params):
+        shift, log_scale, skew, log_tail = self._unpack(params)
+        inner = tf.exp(log_tail) * tf.asinh(x) + skew
+        y = shift + tf.exp(log_scale) * tf.sinh(inner)
+        return y, self._log_det(x, inner, log_scale, log_tail)
+
+    def inverse(self, y, params):
+        shift, log_scale, skew, log_tail = self._unpack(params)
+        inner = tf.asinh((y - shift) * tf.exp(-log_scale))
+        x = tf.sinh((inner - skew) * tf.exp(-log_tail))
+        return x, -self._log_det(x, inner, log_scale, log_tail)
+
+    def get_config(self):
+        return {"tail_bound": self.tail_bound}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows_tests")
+class ManyParams(Transformer):
+    """An affine map read from 2 of `3K + 2` params: sizes must follow `num_params`."""
+
+    def __init__(self, num_components=4):
+        self.num_components = num_components
+
+    @property
+    def num_params(self):
+        return 3 * self.num_components + 2
+
+    def forward(self, x, params):
+        return Affine().forward(x, params[..., -2:])
+
+    def inverse(self, y, params):
+        return Affine().inverse(y, params[..., -2:])
+
+    def get_config(self):
+        return {"num_components": self.num_components}
+
+
+SHIPPED = {
+    "additive": Additive(),
+    "affine": Affine(log_scale_bound=2.0),
+    "spline": RationalQuadraticSpline(num_bins=5, range=2.0),
+}
+ALL = {**SHIPPED, "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
+
+
+# -- transformers on their own ------------------------------------------------------------
+
+
+def test_num_params():
+    assert [t.num_params for t in SHIPPED.values()] == [1, 2, 14]
+    assert RationalQuadraticSpline(num_bins=8).num_params == 23
+    assert ManyParams(5).num_params == 17
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zero_params_are_the_identity(name):
+    transformer = ALL[name]
+    x = normal([5, 3], scale=2.0)
+    params = np.zeros([5, 3, transformer.num_params])
+    for method in (transformer.forward, transformer.inverse):
+        value, log_det = method(tf.constant(x), tf.constant(params))
+        np.testing.assert_allclose(value, x, atol=1e-12)
+        np.testing.assert_allclose(log_det, np.zeros_like(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_round_trip_and_log_det_against_autodiff(name):
+    transformer = ALL[name]
+    x = tf.constant(normal([6, 3], scale=1.5))
+    params = tf.constant(normal([6, 3, transformer.num_params], seed=1))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y, log_det = transformer.forward(x, params)
+    derivative = tape.gradient(y, x)  # elementwise map: the gradient is the derivative
+    np.testing.assert_allclose(log_det, np.log(np.abs(derivative)), rtol=1e-9, atol=1e-9)
+    x_again, inverse_log_det = transformer.inverse(tf.identity(y), params)
+    np.testing.assert_allclose(x_again, x, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["affine", "spline"])
+def test_inverse_is_finite_for_extreme_inputs_and_parameters(name):
+    transformer = SHIPPED[name]
+    y = tf.constant([[-1e30, -5.0, -1.0, 0.0, 1e-3, 2.0, 1e30]], tf.float32)
+    params = tf.constant(normal([1, 7, transformer.num_params], scale=50.0, dtype="float32"))
+    x, log_det = transformer.inverse(y, params)
+    if name == "spline":  # the identity outside [-range, range]
+        np.testing.assert_array_equal(x.numpy()[0, [0, 1, 6]], y.numpy()[0, [0, 1, 6]])
+    assert np.all(np.isfinite(log_det))
+    assert not np.any(np.isnan(x))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_round_trip(name):
+    transformer = ALL[name]
+    rebuilt = type(transformer).from_config(transformer.get_config())
+    assert rebuilt == transformer and rebuilt is not transformer
+    serialized = keras.saving.serialize_keras_object(transformer)
+    assert bijectors.get_transformer(serialized) == transformer
+    assert repr(transformer).startswith(type(transformer).__name__ + "(")
+
+
+def test_get_transformer():
+    assert bijectors.get_transformer("additive") == Additive()
+    assert bijectors.get_transformer("affine") == Affine(3.0)
+    assert bijectors.get_transformer("spline") == RationalQuadraticSpline(8, range=3.0)
+    spline = SHIPPED["spline"]
+    assert bijectors.get_transformer(spline) is spline
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: Affine(log_scale_bound=0), ValueError,
+     r"log_scale_bound must be a positive number, got 0"),
+    (lambda: Affine(log_scale_bound="3"), TypeError,
+     r"log_scale_bound must be a number, got '3' of type str"),
+    (lambda: RationalQuadraticSpline(num_bins=1), ValueError,
+     r"num_bins must be an int >= 2, got 1"),
+    (lambda: RationalQuadraticSpline(num_bins=2.5), TypeError,
+     r"num_bins must be an int, got 2.5 of type float"),
+    (lambda: RationalQuadraticSpline(range=-1.0), ValueError,
+     r"range must be a positive number, got -1.0"),
+    (lambda: RationalQuadraticSpline(range=float("inf")), ValueError,
+     r"range must be a finite number, got inf"),
+    (lambda: bijectors.get_transformer("cubic"), ValueError,
+     r"transformer must be one of \('additive', 'affine', 'spline'\) or a Transformer, "
+     r"got 'cubic'"),
+    (lambda: bijectors.get_transformer(3), TypeError,
+     r"transformer must be a tfp_flows.bijectors.Transformer, .*got 3 of type int"),
+    (lambda: bijectors.get_transformer({"class_name": "MLP", "config": {
+        "hidden_units": [2], "output_units": 2}, "module": "tfp_flows.nets.mlp",
+        "registered_name": "tfp_flows>MLP"}), ValueError,
+     r"transformer config does not describe a Transformer"),
+    (lambda: Transformer(), TypeError, r"abstract"),
+])
+def test_bad_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+# -- any transformer in a coupling and in a MAF --------------------------------------------
+
+
+def coupling(transformer, shape, mask="half", parity=0, context_size=None, dtype="float64"):
+    size = Coupling.conditioner_output_size(shape, transformer, mask=mask, parity=parity)
+    if len(shape) == 3:
+        conditioner = nets.ConvResNet(4, 1, size, zero_init=False, dtype=dtype)
+    else:
+        conditioner = nets.MLP([8], size, activation="tanh", zero_init=False, dtype=dtype)
+    return Coupling(conditioner, shape, transformer=transformer, mask=mask, parity=parity,
+                    context_size=context_size)
+
+
+def maf(transformer, size=4, context_size=None, dtype="float64"):
+    made = nets.MADE(size, transformer.num_params, [8], ordering="random",
+                     context_size=context_size, activation="tanh", zero_init=False, seed=2,
+                     dtype=dtype)
+    return MaskedAutoregressiveFlow(made, [size], transformer=transformer)
+
+
+# The shipped transformers run through Coupling and MAF in tests/test_bijectors_contract.py
+# as well (float32 with XLA too); here every transformer, the user's included.
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("scheme", ["coupling_vector", "coupling_image", "maf"])
+def test_every_transformer_passes_the_kit(name, scheme):
+    transformer = ALL[name]
+    if scheme == "coupling_vector":
+        bijector, x = coupling(transformer, [5], mask="checkerboard", parity=1), normal([3, 5])
+    elif scheme == "coupling_image":
+        bijector, x = coupling(transformer, IMAGE, parity=1), normal([2, *IMAGE])
+    else:
+        bijector, x = maf(transformer), normal([3, 4])
+    report = check_bijector(bijector, x, modes=("eager", "function"))
+    assert "autodiff log-det" in report
+
+
+@pytest.mark.parametrize("scheme", ["coupling", "maf"])
+def test_user_transformer_conditional_under_xla(scheme):
+    transformer = SinhArcsinh()
+    if scheme == "coupling":
+        bijector = coupling(transformer, VECTOR, context_size=CONTEXT_SIZE, dtype="float32")
+    else:
+        bijector = maf(transformer, context_size=CONTEXT_SIZE, dtype="float32")
+    x, context = normal([3, 4], dtype="float32"), normal([3, CONTEXT_SIZE], 1, "float32")
+    check_bijector(bijector, x, context=context, modes=("eager", "jit"))
+
+
+def test_generic_coupling_equals_the_aliases():
+    """`AffineCoupling` is `Coupling` with `Affine`: same sizes, same numbers."""
+    for alias, transformer in [(bijectors.AffineCoupling, Affine(3.0)),
+                               (bijectors.AdditiveCoupling, Additive())]:
+        for mask, shape in [("half", [5]), ("checkerboard", IMAGE)]:
+            size = alias.conditioner_output_size(shape, mask, 1)  # positional, as builders
+            assert size == Coupling.conditioner_output_size(shape, transformer, mask, 1)
+            conditioner = (nets.ConvResNet(4, 1, size, zero_init=False, dtype="float64")
+                           if len(shape) == 3 else
+                           nets.MLP([8], size, zero_init=False, dtype="float64"))
+            fixed = alias(conditioner, shape, mask=mask, parity=1)
+            generic = Coupling(conditioner, shape, transformer, mask=mask, parity=1)
+            assert fixed.transformer == transformer and fixed.num_params == generic.num_params
+            x = normal([3, *shape])
+            np.testing.assert_array_equal(fixed.forward(x), generic.forward(x))
+            np.testing.assert_array_equal(fixed.forward_log_det_jacobian(x, len(shape)),
+                                          generic.forward_log_det_jacobian(x, len(shape)))
+
+
+def test_coupling_parameter_layout():
+    """Parameter p of changed entry i is conditioner channel p * n + i."""
+    transformer = ManyParams(2)  # 8 params; the last two are (shift, log-scale)
+    size = Coupling.conditioner_output_size([6], transformer)
+    assert size == 8 * 3
+    conditioner = nets.MLP([4], size, dtype="float64")
+    bijector = Coupling(conditioner, [6], transformer)
+    x = normal([2, 6])
+    bijector.forward(x)  # builds the conditioner
+    bias = np.zeros(size)
+    bias[6 * 3:7 * 3] = [1.0, 2.0, 3.0]  # shifts of the three changed entries
+    conditioner.output_layer.bias.assign(bias)
+    y = bijector.forward(tf.identity(tf.constant(x)))
+    np.testing.assert_allclose(y[:, 3:] - x[:, 3:], [[1.0, 2.0, 3.0]] * 2, atol=1e-12)
+    np.testing.assert_array_equal(y[:, :3], x[:, :3])
+
+
+def test_coupling_takes_a_transformer_by_name():
+    bijector = Coupling(nets.MLP([4], 2 * 23), [4], "spline")
+    assert bijector.transformer == RationalQuadraticSpline()
+    assert bijector.num_params == 23
+
+
+def test_coupling_rejects_a_non_transformer():
+    with pytest.raises(TypeError, match=r"transformer must be a tfp_flows.bijectors.Trans"):
+        Coupling(nets.MLP([4], 2), [4], transformer=lambda x, p: x)
+
+
+def test_conditioner_input_size_is_gone():
+    assert not hasattr(Coupling, "conditioner_input_size")
+
+
+def test_mixed_precision_spline_coupling_keeps_log_dets_in_float32():
+    transformer = SHIPPED["spline"]
+    size = Coupling.conditioner_output_size(VECTOR, transformer)
+    bijector = Coupling(nets.MLP([8], size, zero_init=False, dtype="mixed_float16"), VECTOR,
+                        transformer)
+    x = normal([3, 4], dtype="float32")
+    y = bijector.forward(x)
+    log_det = bijector.forward_log_det_jacobian(x, 1)
+    assert y.dtype == tf.float32 and log_det.dtype == tf.float32
+    np.testing.assert_allclose(bijector.inverse(tf.identity(y)), x, atol=1e-4)
+
+
+# -- the MAF builder with a Transformer instance ---------------------------------------------
+
+
+def test_maf_builder_takes_a_transformer_and_serializes_it(tmp_path):
+    flow = models.MAF([3], num_layers=2, hidden_units=[8], transformer=SinhArcsinh(0.5))
+    assert [m.params_per_dim for m in flow.mades] == [4, 4]
+    assert all(step.transformer == SinhArcsinh(0.5) for step in flow.bijector.bijectors)
+    rng = np.random.default_rng(0)
+    flow.set_weights([rng.normal(0.0, 0.3, w.shape) for w in flow.get_weights()])
+    x = normal([5, 3], dtype="float32")
+    config = flow.get_config()
+    assert config["transformer"]["config"] == {"tail_bound": 0.5}
+    rebuilt = models.MAF.from_config(config)
+    assert rebuilt.get_config() == config
+    flow.save(tmp_path / "flow.keras")
+    loaded = keras.saving.load_model(tmp_path / "flow.keras")
+    assert loaded.get_config() == config
+    np.testing.assert_allclose(loaded.log_prob(x), flow.log_prob(x), rtol=1e-6, atol=1e-6)
+
+
+def test_maf_builder_strings_are_unchanged():
+    flow = models.MAF([3], num_layers=1, hidden_units=[8], transformer="spline",
+                      num_spline_bins=4, spline_range=2.0)
+    assert flow.get_config()["transformer"] == "spline"
+    assert flow.bijector.bijectors[0].transformer == RationalQuadraticSpline(4, range=2.0)
+    assert flow.mades[0].params_per_dim == 11
+
+
+# -- context: checked and flattened once ----------------------------------------------------
+
+
+def _conditional(kind):
+    if kind == "coupling":
+        return coupling(Affine(), VECTOR, context_size=CONTEXT_SIZE, dtype="float32")
+    return maf(Affine(), context_size=CONTEXT_SIZE, dtype="float32")
+
+
+@pytest.mark.parametrize("kind", ["coupling", "maf"])
+def test_context_size_is_known(kind):
+    bijector = _conditional(kind)
+    assert bijector.conditional and bijector.context_size == CONTEXT_SIZE
+
+
+@pytest.mark.parametrize("kind", ["coupling", "maf"])
+@pytest.mark.parametrize("context_shape, match", [
+    ([3, 5], r"expects a context of shape \[3, 3\] for inputs of shape \[3, 4\], got a "
+             r"context of shape \[3, 5\]: its last axis has size 5, not context_size=3"),
+    ([2, 3], r"expects a context of shape \[3, 3\] .*got a context of shape \[2, 3\]: its "
+             r"batch axes do not broadcast"),
+    ([1, 3, 3], r"got a context of shape \[1, 3, 3\]: it has more batch axes"),
+    ([], r"got a context of shape \[\]: a context needs at least one axis"),
+])
+def test_wrong_context_shape_names_both_shapes(kind, context_shape, match):
+    bijector = _conditional(kind)
+    context = np.zeros(context_shape, "float32")
+    for method in (bijector.forward, bijector.inverse):
+        with pytest.raises(ValueError, match=match):
+            method(normal([3, 4], dtype="float32"), context=context)
+
+
+@pytest.mark.parametrize("kind", ["coupling", "maf"])
+def test_context_broadcasts_against_extra_batch_axes(kind):
+    bijector = _conditional(kind)
+    x = normal([2, 3, 4], dtype="float32")
+    context = normal([3, CONTEXT_SIZE], seed=1, dtype="float32")
+    flat_context = np.broadcast_to(context, [2, 3, CONTEXT_SIZE]).reshape(6, CONTEXT_SIZE)
+    np.testing.assert_allclose(np.reshape(bijector.inverse(x, context=context), [6, 4]),
+                               bijector.inverse(x.reshape(6, 4), context=flat_context),
+                               atol=1e-6)
+    single = bijector.inverse(x, context=context[0])  # one context for the whole batch
+    assert single.shape == [2, 3, 4]
+
+
+def test_context_size_is_learned_from_the_first_context():
+    size = Coupling.conditioner_output_size(VECTOR, Affine())
+    bijector = Coupling(nets.MLP([8], size), VECTOR, Affine(), conditional=True)
+    assert bijector.context_size is None
+    x = normal([3, 4], dtype="float32")
+    bijector.forward(x, context=np.zeros([3, 2], "float32"))
+    assert bijector.context_size == 2
+    with pytest.raises(ValueError, match=r"last axis has size 5, not context_size=2"):
+        bijector.forward(x, context=np.zeros([3, 5], "float32"))
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: Coupling(nets.MLP([4], 4), VECTOR, Affine(), conditional=False,
+                      context_size=2), ValueError,
+     r"context_size=2 needs conditional=True, got conditional=False"),
+    (lambda: Coupling(nets.MLP([4], 4), VECTOR, Affine(), context_size=0), ValueError,
+     r"context_size must be an int >= 1, got 0"),
+    (lambda: Coupling(nets.MLP([4], 4), VECTOR, Affine(), conditional="yes"), TypeError,
+     r"conditional must be a bool, got 'yes'"),
+    (lambda: MaskedAutoregressiveFlow(nets.MADE(4, 2, [8], context_size=2), VECTOR,
+                                      context_size=3), ValueError,
+     r"context_size=3 does not match the MADE's context_size=2"),
+    (lambda: MaskedAutoregressiveFlow(nets.MADE(4, 2, [8], context_size=2), VECTOR,
+                                      conditional=False), ValueError,
+     r"conditional=False does not match the MADE's context_size=2"),
+    (lambda: MaskedAutoregressiveFlow(nets.MADE(4, 4, [8]), VECTOR,
+                                      transformer=ManyParams(1)), ValueError,
+     r"a ManyParams transformer needs a MADE with params_per_dim=5, got 4"),
+])
+def test_context_and_size_arguments_are_checked(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_wrong_conditioner_output_size_is_a_clear_error():
+    transformer = SinhArcsinh()
+    size = Coupling.conditioner_output_size(VECTOR, transformer)  # for the "half" mask
+    bijector = Coupling(nets.MLP([8], size), VECTOR, transformer, mask="checkerboard")
+    with pytest.raises(ValueError, match=r"conditioner returned 8 values on its last axis, "
+                                         r"expected 16 \(4 parameters of SinhArcsinh x 4 "
+                                         r"transformed entries"):
+        bijector.forward(normal([2, 4], dtype="float32"))
