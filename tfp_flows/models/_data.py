@@ -111,7 +111,12 @@ def check_array(value, trailing_shape, dtype, name, support=None):
             f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
             f"{_shape_text(shape)}")
     if not tf.is_tensor(value) or tf.executing_eagerly():
-        finite = np.isfinite(value) if not tf.is_tensor(value) else tf.math.is_finite(value)
+        if not value_dtype.is_floating:
+            finite = np.ones([], bool)  # integers are always finite
+        elif tf.is_tensor(value):
+            finite = tf.math.is_finite(value)
+        else:
+            finite = np.isfinite(value)
         if not bool(np.all(finite)):
             bad = int(np.size(finite) - np.count_nonzero(finite))
             raise ValueError(f"{name} contains {bad} NaN or Inf value(s)")
