@@ -462,12 +462,13 @@ class Flow(keras.Model):
         """
         if num_samples is not None:
             num_samples = _validation.check_positive_int("num_samples", num_samples)
-        seed = _seed_pair(seed)
+        _check_seed(seed)
         inputs = self._prepare(x, context, "x")
         x, context = (inputs["x"], inputs["context"]) if self.conditional else (inputs, None)
         if self.surjection is None:
             return self._run("log_prob", self._log_prob, x, context)
         num_samples = num_samples or self.num_eval_samples
+        seed = _seed_pair(seed)
 
         def bound(x, seed, context):
             return self._bound(x, context, num_samples, seed)
@@ -668,10 +669,14 @@ class Flow(keras.Model):
         return config
 
 
-def _seed_pair(seed):
-    """`None` or an int -> an int32 `[seed, 0]` stateless seed (`None` draws one)."""
+def _check_seed(seed):
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
+
+
+def _seed_pair(seed):
+    """`None` or an int -> an int32 `[seed, 0]` stateless seed (`None` draws one)."""
+    _check_seed(seed)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     return tf.constant([int(seed), 0], tf.int32)
