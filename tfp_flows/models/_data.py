@@ -101,7 +101,8 @@ def check_array(value, trailing_shape, dtype, name, support=None):
     elif not value_dtype.is_floating:
         raise TypeError(
             f"{name} must hold floating-point values, got dtype {value_dtype.name}; cast or "
-            "dequantize integer data first")
+            "dequantize integer data first (or build the flow with num_bins and "
+            "dequantization='uniform' to give it the discrete data)")
     expected = list(trailing_shape)
     shape = value.shape
     if (shape.rank if tf.is_tensor(value) else len(shape)) != len(expected) + 1 or any(
