@@ -235,6 +235,112 @@ BAD_INPUT = [
 ]
 
 
+# -- data outside a flow's support -------------------------------------------------------------
+# Flows with num_bins model data in [0, num_bins) (the logit transform would return NaN
+# outside it); flows with a dequantizer take integers in [0, num_bins). Data outside is a
+# ValueError in fit/log_prob/evaluate naming the values and the range, never a NaN.
+
+
+@functools.cache
+def support_flow(kind):
+    if kind == "glow_logit":
+        flow = models.Glow([4, 4, 1], num_levels=1, num_steps=1, hidden_channels=4,
+                           num_bins=17, logit_alpha=0.05)
+    else:
+        options = {
+            "logit": dict(num_bins=17, logit_alpha=0.05),
+            "logit_alpha_0": dict(num_bins=17, logit_alpha=0.0),
+            "binned": dict(num_bins=17),
+            "dequantizer": dict(num_bins=17, dequantization="uniform"),
+        }[kind]
+        flow = models.RealNVP([2], num_layers=2, hidden_units=[8], **options)
+    flow.compile(optimizer="adam")
+    return flow
+
+
+def support_data(kind, value, rows=4, dtype="float32"):
+    """In-support data with one entry replaced by `value`."""
+    flow = support_flow(kind)
+    x = np.full([rows, *flow.event_shape], 3.0, dtype)
+    x.reshape(rows, -1)[1, 0] = value
+    return x
+
+
+SUPPORT_KINDS = {
+    "logit": r"values in \[0, 17\) \(data of a flow with num_bins=17 and logit_alpha=0.05\)",
+    "logit_alpha_0": r"values in \(0, 17\)",
+    "glow_logit": r"values in \[0, 17\)",
+    "binned": r"values in \[0, 17\) \(data of a flow with num_bins=17\)",
+    "dequantizer": r"integers in \[0, 17\) \(data of a flow with uniform dequantization",
+}
+OUTSIDE = [(-1.0, r"1 value\(s\) outside .*: -1"), (17.0, r"outside .*: 17"),
+           (20.0, r"outside .*: 20")]
+
+
+def _support_rows():
+    rows = []
+    for kind, support in SUPPORT_KINDS.items():
+        values = list(OUTSIDE)
+        if kind == "logit_alpha_0":
+            values.append((0.0, r"outside \(0, 17\): 0"))
+        if kind == "dequantizer":
+            values.append((2.5, r"1 non-integer value\(s\): 2.5"))
+        for value, detail in values:
+            x = functools.partial(support_data, kind, value)
+            match = f"x must hold {support}.*{detail}"
+            rows += [
+                (f"{kind}: log_prob of {value}", lambda f=kind, x=x: support_flow(f).log_prob(x()),
+                 ValueError, match),
+                (f"{kind}: fit on {value}",
+                 lambda f=kind, x=x: support_flow(f).fit(x(), epochs=1, verbose=0),
+                 ValueError, match),
+                (f"{kind}: evaluate {value}",
+                 lambda f=kind, x=x: support_flow(f).evaluate(x(), verbose=0),
+                 ValueError, match),
+            ]
+        rows.append((f"{kind}: validation data outside",
+                     lambda f=kind: support_flow(f).fit(
+                         support_data(f, 3.0), validation_data=support_data(f, 20.0), epochs=1,
+                         verbose=0),
+                     ValueError, f"validation_data must hold {support}"))
+        rows.append((f"{kind}: NaN", lambda f=kind: support_flow(f).log_prob(
+            support_data(f, np.nan)), ValueError, r"x contains 1 NaN or Inf value"))
+        rows.append((f"{kind}: dataset outside",
+                     lambda f=kind: support_flow(f).fit(
+                         dataset(support_data(f, 20.0)), epochs=1, verbose=0),
+                     tf.errors.InvalidArgumentError, f"dataset x must hold {support}"))
+    rows += [
+        ("dequantizer: uint8 level too high",
+         lambda: support_flow("dequantizer").log_prob(support_data("dequantizer", 200,
+                                                                   dtype="uint8")),
+         ValueError, r"integers in \[0, 17\).*outside \[0, 17\): 200"),
+        ("dequantizer: negative int32 tensor",
+         lambda: support_flow("dequantizer").evaluate(
+             tf.constant(support_data("dequantizer", -3, dtype="int32")), verbose=0),
+         ValueError, r"outside \[0, 17\): -3"),
+        ("dequantizer: dataset of non-integers",
+         lambda: support_flow("dequantizer").fit(
+             dataset(support_data("dequantizer", 0.5)), epochs=1, verbose=0),
+         tf.errors.InvalidArgumentError, r"dataset x must hold integers in \[0, 17\)"),
+        ("dequantizer: string data", lambda: support_flow("dequantizer").log_prob([["a", "b"]]),
+         TypeError, r"x must be an array of floats, got dtype <U1"),
+    ]
+    return rows
+
+
+BAD_INPUT += _support_rows()
+
+
+@pytest.mark.parametrize("kind", SUPPORT_KINDS)
+def test_data_at_the_edges_of_the_support_has_a_finite_log_prob(kind):
+    flow = support_flow(kind)
+    low = 1e-3 if kind == "logit_alpha_0" else 0.0
+    high = 16.0 if kind == "dequantizer" else np.nextafter(np.float32(17.0), np.float32(0.0))
+    for value in (low, high):
+        log_prob = flow.log_prob(support_data(kind, value))
+        assert np.all(np.isfinite(log_prob)), (kind, value, log_prob)
+
+
 @pytest.mark.parametrize("description, call, error, match", BAD_INPUT,
                          ids=[row[0] for row in BAD_INPUT])
 def test_bad_input_is_rejected_with_a_clear_message(description, call, error, match):

@@ -1,9 +1,62 @@
 """Checks on data handed to a flow: dtype, shape and finiteness, with clear messages."""
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_array", "check_dataset", "describe"]
+__all__ = ["Support", "check_array", "check_dataset", "describe"]
+
+
+class Support(NamedTuple):
+    """The values a flow's data may take: `[low, high)` (or `(low, high)`), maybe integers.
+
+    Attributes:
+        low: lower end of the interval.
+        high: upper end (excluded).
+        open_low: whether `low` itself is excluded.
+        integers: whether values must be whole numbers (discrete levels); integer dtypes are
+            then accepted as well as floats holding integers.
+        reason: what sets the support, for messages (e.g. `"num_bins=17"`).
+    """
+
+    low: float
+    high: float
+    open_low: bool = False
+    integers: bool = False
+    reason: str = ""
+
+    def interval(self):
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g})"
+
+    def describe(self):
+        kind = "integers in " if self.integers else "values in "
+        because = f" (data of a flow with {self.reason})" if self.reason else ""
+        return f"{kind}{self.interval()}{because}"
+
+
+def _examples(values, limit=3):
+    shown = ", ".join(f"{float(v):g}" for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _check_support(array, support, name):
+    """Raises ValueError naming the offending values if `array` leaves `support`."""
+    array = np.asarray(array)
+    below = array <= support.low if support.open_low else array < support.low
+    outside = below | (array >= support.high)
+    if np.any(outside):
+        bad = array[outside]
+        raise ValueError(
+            f"{name} must hold {support.describe()}; got {bad.size} value(s) "
+            f"outside {support.interval()}: {_examples(bad)}")
+    if support.integers:
+        fractional = array != np.floor(array)
+        if np.any(fractional):
+            bad = array[fractional]
+            raise ValueError(
+                f"{name} must hold {support.describe()}; got {bad.size} non-integer "
+                f"value(s): {_examples(bad)}")
 
 
 def _shape_text(shape):
@@ -22,11 +75,12 @@ def describe(value):
     return text if len(text) <= 80 else f"{type(value).__name__} ({text[:60]}...)"
 
 
-def check_array(value, trailing_shape, dtype, name):
+def check_array(value, trailing_shape, dtype, name, support=None):
     """Returns `value` as a tensor of `dtype` after checking it.
 
-    Raises `TypeError` for non-numeric or integer data and `ValueError` for a wrong shape
-    or non-finite entries (checked eagerly; symbolic tensors are only shape-checked).
+    Raises `TypeError` for non-numeric or integer data (integers are accepted when
+    `support.integers`) and `ValueError` for a wrong shape, non-finite entries or values
+    outside `support` (checked eagerly; symbolic tensors are only shape-checked).
     """
     if isinstance(value, tf.data.Dataset):
         raise TypeError(f"{name} must be an array or tensor here, got a tf.data.Dataset")
@@ -41,10 +95,14 @@ def check_array(value, trailing_shape, dtype, name):
         if value.dtype == object or not np.issubdtype(value.dtype, np.number):
             raise TypeError(f"{name} must be an array of floats, got dtype {value.dtype}")
     value_dtype = tf.as_dtype(value.dtype)
-    if not value_dtype.is_floating:
+    integers_allowed = support is not None and support.integers
+    if integers_allowed and value_dtype.is_integer:
+        pass
+    elif not value_dtype.is_floating:
         raise TypeError(
             f"{name} must hold floating-point values, got dtype {value_dtype.name}; cast or "
-            "dequantize integer data first")
+            "dequantize integer data first (or build the flow with num_bins and "
+            "dequantization='uniform' to give it the discrete data)")
     expected = list(trailing_shape)
     shape = value.shape
     if (shape.rank if tf.is_tensor(value) else len(shape)) != len(expected) + 1 or any(
@@ -54,19 +112,28 @@ def check_array(value, trailing_shape, dtype, name):
             f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
             f"{_shape_text(shape)}")
     if not tf.is_tensor(value) or tf.executing_eagerly():
-        finite = np.isfinite(value) if not tf.is_tensor(value) else tf.math.is_finite(value)
+        if not value_dtype.is_floating:
+            finite = np.ones([], bool)  # integers are always finite
+        elif tf.is_tensor(value):
+            finite = tf.math.is_finite(value)
+        else:
+            finite = np.isfinite(value)
         if not bool(np.all(finite)):
             bad = int(np.size(finite) - np.count_nonzero(finite))
             raise ValueError(f"{name} contains {bad} NaN or Inf value(s)")
+        if support is not None:
+            _check_support(value.numpy() if tf.is_tensor(value) else value, support, name)
     return tf.cast(value, dtype)
 
 
-def check_dataset(dataset, specs, dtype):
+def check_dataset(dataset, specs, dtype, support=None):
     """Checks a dataset's element spec and adds a finiteness check to each element.
 
     `specs` maps element keys (`"x"`, `"context"`) to the expected trailing shape. Elements
     may be a tensor (`x` only), a `(x, context)` tuple or a dict with those keys; the
-    result yields dicts when a context is expected and plain tensors otherwise.
+    result yields dicts when a context is expected and plain tensors otherwise. With a
+    `support`, each batch of `x` is also checked against it as it streams (a
+    `tf.errors.InvalidArgumentError` naming the support stops the first bad batch).
     """
     element = dataset.element_spec
     names = list(specs)
@@ -83,7 +150,8 @@ def check_dataset(dataset, specs, dtype):
         raise ValueError(f"dataset elements must have keys {names}, got {sorted(element)}")
     for key, trailing in specs.items():
         spec = element[key]
-        if not spec.dtype.is_floating:
+        integers_allowed = key == "x" and support is not None and support.integers
+        if not spec.dtype.is_floating and not (integers_allowed and spec.dtype.is_integer):
             raise TypeError(
                 f"dataset {key} must hold floating-point values, got dtype {spec.dtype.name}")
         got = spec.shape.as_list()
@@ -99,6 +167,24 @@ def check_dataset(dataset, specs, dtype):
                 tf.cast(value, dtype), f"dataset {key} contains NaN or Inf")
             for key, value in element.items()
         }
+        if support is not None:
+            out["x"] = _assert_support(out["x"], support)
         return out if len(names) > 1 else out[names[0]]
 
     return dataset.map(checked)
+
+
+def _assert_support(x, support, name="dataset x"):
+    """Graph-side check of `support`: an InvalidArgumentError naming it, never NaN."""
+    message = f"{name} must hold {support.describe()}"
+    low = tf.constant(support.low, x.dtype)
+    high = tf.constant(support.high, x.dtype)
+    above_low = x > low if support.open_low else x >= low
+    inside = tf.logical_and(above_low, x < high)
+    if support.integers:
+        inside = tf.logical_and(inside, tf.equal(x, tf.floor(x)))
+    check = tf.debugging.Assert(
+        tf.reduce_all(inside),
+        [message + "; got values outside it such as", tf.boolean_mask(x, ~inside)[:3]])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)

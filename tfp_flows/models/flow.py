@@ -9,10 +9,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows import bijectors
+from tfp_flows import _validation, bijectors, distributions
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
-from tfp_flows.models._data import check_array, check_dataset, describe
+from tfp_flows.models._data import Support, check_array, check_dataset, describe
 from tfp_flows.training import BitsPerDim, NaNGuard
 
 __all__ = ["Flow"]
@@ -43,13 +43,34 @@ class Flow(keras.Model):
     example, reported as `loss`) and reports `bits_per_dim`. `fit(x)` takes data without
     targets; a conditional flow takes `fit(x, context=c)`.
 
+    **Bound flows.** A flow may model its data through an inference surjection
+    (`tfp_flows.distributions.InferenceSurjection`: dequantization, noise augmentation):
+    the bijectors model a latent `z`, and the data are `x = decode(z)`. Its density is
+    then a bound: training minimises the negative one-sample ELBO
+    `-(log p_flow(z) - log q(z | x))`, `z ~ q(z | x)`; `log_prob(x, num_samples=k)` is the
+    importance-weighted bound (IWBO), a stochastic lower bound on `log p(x)` that tightens
+    with `k`; sampling stays exact (`decode` of a flow sample). `log_prob_estimator` says
+    which estimator `log_prob` and `evaluate` use. See docs/bounds.md.
+
     Args:
-        event_shape: shape of one example, `[D]` or `[H, W, C]`.
+        event_shape: shape of one example, `[D]` or `[H, W, C]`; with a `surjection`, the
+            shape the bijectors act on (the surjection's `latent_event_shape`), while the
+            flow's `event_shape` becomes that of the data.
         context_size: size of the context vector of a conditional flow, or `None`.
+        dequantization: `None` (the data are continuous, or already dequantized), or
+            `"uniform"`: the flow takes the discrete data itself (integers in
+            `[0, num_bins)`, needs `num_bins`) and dequantizes it with
+            `UniformDequantization`, so `log_prob` is a bound on the log-probability of the
+            discrete data.
+        surjection: an `InferenceSurjection` (e.g. `NormalAugmentation`) between the data
+            and the flow's event shape, or `None`.
+        num_eval_samples: default number `k` of importance samples of `log_prob` and
+            `evaluate` for a bound flow (1: the ELBO, the training objective).
         **kwargs: passed to `keras.Model` (`name`, `dtype`).
     """
 
-    def __init__(self, event_shape, context_size=None, **kwargs):
+    def __init__(self, event_shape, context_size=None, dequantization=None, surjection=None,
+                 num_eval_samples=1, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = check_event_shape(event_shape)
         if context_size is not None and (
@@ -57,23 +78,124 @@ class Flow(keras.Model):
                 or context_size < 1):
             raise ValueError(f"context_size must be a positive int or None, got {context_size!r}")
         self.context_size = context_size
+        self.dequantization = _validation.check_choice(
+            "dequantization", dequantization, (None, "uniform"))
+        if isinstance(surjection, dict):
+            surjection = keras.saving.deserialize_keras_object(surjection)
+        if surjection is not None:
+            if not isinstance(surjection, distributions.InferenceSurjection):
+                raise TypeError(f"surjection must be an InferenceSurjection or None, got "
+                                f"{type(surjection).__name__}")
+            if dequantization is not None:
+                raise ValueError(f"pass either dequantization or surjection, got "
+                                 f"dequantization={dequantization!r} and {surjection!r}")
+            if surjection.latent_event_shape != self.event_shape:
+                raise ValueError(
+                    f"the surjection's latent_event_shape {surjection.latent_event_shape} "
+                    f"must equal the flow's event_shape {self.event_shape}")
+        self._surjection_argument = surjection
+        self.num_eval_samples = _validation.check_positive_int(
+            "num_eval_samples", num_eval_samples)
+        self.surjection = None
+        self.latent_event_shape = self.event_shape
         self.num_dims = int(np.prod(self.event_shape))
         self.bits_per_dim_tracker = BitsPerDim(self.num_dims)
         self._compiled_functions = {}
 
     # -- construction ----------------------------------------------------------------------
 
-    def _set_bijectors(self, bijectors):
-        """Builds the chain, base and distribution, then creates every weight."""
+    def _set_bijectors(self, bijectors, surjection=None):
+        """Builds the chain, base and distribution, then creates every weight.
+
+        Args:
+            bijectors: the bijectors in base -> data order; they act on the flow's
+                `event_shape` as the builder passed it.
+            surjection: an `InferenceSurjection` between the data and that shape, for a
+                family that builds its own (a learned `q` keeps its Keras layers in
+                `surjection.layers`, which the model tracks). `None` uses the
+                `dequantization`/`surjection` arguments of the constructor, if any.
+        """
         dtype = self.dtype
+        surjection = self._resolve_surjection(surjection)
         self.bijector = FlowChain(list(reversed(bijectors)), name="flow")
         base = tfd.Sample(
             tfd.Normal(tf.constant(0.0, dtype), tf.constant(1.0, dtype)),
             sample_shape=self.event_shape, name="base")
-        self.distribution = tfd.TransformedDistribution(base, self.bijector, name=self.name)
+        latent = tfd.TransformedDistribution(base, self.bijector, name=self.name)
+        self.latent_distribution = latent
+        self.latent_event_shape = list(self.event_shape)
+        if surjection is None:
+            self.distribution = latent
+        else:
+            self.surjection = surjection
+            # Keras tracks only Keras layers: q's layers become attributes of the model.
+            self.surjection_layers = list(surjection.layers)
+            # Training noise: stateless draws from a tracked seed, one per step, so runs
+            # are reproducible under keras.utils.set_random_seed.
+            self.noise_seed_generator = keras.random.SeedGenerator(name="noise_seed")
+            self.event_shape = list(surjection.event_shape)
+            self.num_dims = int(np.prod(self.event_shape))
+            self.bits_per_dim_tracker.num_dims = self.num_dims
+            self.distribution = distributions.LowerBoundDistribution(
+                latent, surjection, num_samples=self.num_eval_samples, name=self.name)
+        self.bits_per_dim_tracker.estimator = self.log_prob_estimator
         context = None if self.context_size is None else tf.zeros([1, self.context_size], dtype)
-        self._log_prob(tf.zeros([1, *self.event_shape], dtype), context)
+        self._log_prob(tf.zeros([1, *self.latent_event_shape], dtype), context)
         self.built = True
+
+    def _resolve_surjection(self, surjection):
+        if surjection is not None:
+            if not isinstance(surjection, distributions.InferenceSurjection):
+                raise TypeError(f"surjection must be an InferenceSurjection or None, got "
+                                f"{type(surjection).__name__}")
+            if self.dequantization is not None or self._surjection_argument is not None:
+                raise ValueError(
+                    f"{type(self).__name__} builds its own surjection ({surjection!r}); it "
+                    f"takes no dequantization= or surjection= argument")
+            return surjection
+        num_bins = getattr(self, "num_bins", None)
+        if self.dequantization == "uniform":
+            if num_bins is None:
+                raise ValueError(
+                    "dequantization='uniform' needs num_bins (the number of levels of the "
+                    "discrete data), got num_bins=None")
+            return distributions.UniformDequantization(num_bins, self.event_shape)
+        if self._surjection_argument is not None and num_bins is not None:
+            raise ValueError(
+                f"num_bins={num_bins} acts on the flow's latent; it cannot be combined with "
+                f"surjection={self._surjection_argument!r}")
+        return self._surjection_argument
+
+    @property
+    def log_prob_estimator(self):
+        """What `log_prob` and `evaluate` compute, for reports: `"exact"` for a bijective
+        flow; for a bound flow `"elbo"` (`num_eval_samples=1`) or `"iwbo(k=K)"`."""
+        if self.surjection is None:
+            return "exact"
+        return "elbo" if self.num_eval_samples == 1 else f"iwbo(k={self.num_eval_samples})"
+
+    def _latent_support(self):
+        """Values the flow's bijective density accepts, from `num_bins`/`logit_alpha`."""
+        num_bins = getattr(self, "num_bins", None)
+        if num_bins is None:
+            return None
+        logit_alpha = getattr(self, "logit_alpha", None)
+        reason = f"num_bins={num_bins}"
+        if logit_alpha is not None:
+            reason += f" and logit_alpha={logit_alpha}"
+        # With alpha = 0 the logit of 0 is -inf: the support is open at 0.
+        return Support(0.0, float(num_bins), open_low=logit_alpha == 0, reason=reason)
+
+    def _data_support(self):
+        """Values the flow's data may take (checked in fit/log_prob/evaluate)."""
+        if self.surjection is None:
+            return self._latent_support()
+        if self.surjection.discrete:
+            reason = ("uniform dequantization" if self.dequantization == "uniform"
+                      else type(self.surjection).__name__)
+            return Support(0.0, float(self.surjection.num_bins), integers=True,
+                           reason=f"{reason}, num_bins={self.surjection.num_bins}")
+        return None
 
     def _data_space_steps(self, num_bins, logit_alpha):
         """The last bijectors (base -> data order) mapping model space to the data's space.
@@ -109,7 +231,14 @@ class Flow(keras.Model):
         return {} if context is None else {"context": context}
 
     def _log_prob(self, x, context):
-        return self.distribution.log_prob(x, bijector_kwargs=self._bijector_kwargs(context))
+        """Exact log-density of the flow's own event (the latent of a bound flow)."""
+        return self.latent_distribution.log_prob(
+            x, bijector_kwargs=self._bijector_kwargs(context))
+
+    def _bound(self, x, context, num_samples, seed):
+        """IWBO of data `x` with `num_samples` samples and stateless `seed` (bound flows)."""
+        return distributions.importance_weighted_bound(
+            self._log_prob, self.surjection, x, num_samples, seed=seed, context=context)
 
     # -- Keras training --------------------------------------------------------------------
 
@@ -119,9 +248,16 @@ class Flow(keras.Model):
         # density and its log-dets are computed in the variable dtype (float32).
         if isinstance(inputs, dict):
             context = inputs.get("context")
-            return self._log_prob(tf.cast(inputs["x"], self.dtype),
-                                  None if context is None else tf.cast(context, self.dtype))
-        return self._log_prob(tf.cast(inputs, self.dtype), None)
+            x = tf.cast(inputs["x"], self.dtype)
+            context = None if context is None else tf.cast(context, self.dtype)
+        else:
+            x, context = tf.cast(inputs, self.dtype), None
+        if self.surjection is None:
+            return self._log_prob(x, context)
+        # A bound flow trains on the one-sample ELBO and evaluates the IWBO with
+        # num_eval_samples samples (the ELBO again by default).
+        seed = self.noise_seed_generator.next()
+        return self._bound(x, context, 1 if training else self.num_eval_samples, seed)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configures training by negative log-likelihood; takes Keras' other arguments.
@@ -164,21 +300,31 @@ class Flow(keras.Model):
         self.bits_per_dim_tracker.update_state(y_pred, sample_weight)
         return self.get_metrics_result()
 
-    def _data_specs(self):
-        specs = {"x": self.event_shape}
+    def _data_specs(self, shape=None):
+        specs = {"x": self.event_shape if shape is None else shape}
         if self.conditional:
             specs["context"] = [self.context_size]
         return specs
 
-    def _prepare(self, x, context, name):
-        """Checks `x` (and `context`) and packs them the way `call` expects."""
+    def _prepare(self, x, context, name, space="data"):
+        """Checks `x` (and `context`) and packs them the way `call` expects.
+
+        `space` says what `x` is: `"data"` (checked against the data's shape and support),
+        `"latent"` (the flow's own event, e.g. dequantized levels) or `"noise"` (base
+        noise, shape-checked only).
+        """
+        if space == "data":
+            shape, support = self.event_shape, self._data_support()
+        else:
+            shape = self.latent_event_shape
+            support = self._latent_support() if space == "latent" else None
         if isinstance(x, tf.data.Dataset):
             if context is not None:
                 raise ValueError(
                     f"{name}: pass the context inside the dataset ((x, context) elements), "
                     "not as a separate argument")
-            return check_dataset(x, self._data_specs(), self.dtype)
-        x = check_array(x, self.event_shape, self.dtype, name)
+            return check_dataset(x, self._data_specs(shape), self.dtype, support=support)
+        x = check_array(x, shape, self.dtype, name, support=support)
         if not self.conditional:
             if context is not None:
                 raise ValueError(
@@ -212,9 +358,15 @@ class Flow(keras.Model):
             **kwargs):
         """Trains by maximum likelihood on `x` (an array, a tensor or a `tf.data.Dataset`).
 
-        Data is checked before training starts: a wrong shape or dtype, or NaN/Inf
-        values, raise `ValueError`/`TypeError`; a non-finite loss during training stops it
-        with `FloatingPointError`. Other keyword arguments are those of `keras.Model.fit`.
+        Data is checked before training starts: a wrong shape or dtype, NaN/Inf values, or
+        values outside the flow's support (`[0, num_bins)` for a flow with `num_bins`;
+        integers in `[0, num_bins)` for a flow with a dequantizer) raise
+        `ValueError`/`TypeError` (a dataset is checked batch by batch as it streams); a
+        non-finite loss during training stops it with `FloatingPointError`. Other keyword
+        arguments are those of `keras.Model.fit`.
+
+        A bound flow (see the class docstring) minimises the negative one-sample ELBO, with
+        fresh noise `z ~ q(z | x)` at every step; its `loss` is that bound.
 
         Args:
             x: training data, `[N, *event_shape]`, or a dataset of batches (for a
@@ -240,7 +392,12 @@ class Flow(keras.Model):
                            callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, *, context=None, **kwargs):
-        """Returns the mean NLL (and bits per dim) of `x`, like `keras.Model.evaluate`."""
+        """Returns the mean NLL (and bits per dim) of `x`, like `keras.Model.evaluate`.
+
+        For a bound flow the NLL is that of the estimator named by `log_prob_estimator`
+        (the IWBO with `num_eval_samples` samples; the ELBO by default): an upper bound on
+        the exact NLL, and so are the reported bits per dim.
+        """
         if kwargs.get("_use_cached_eval_dataset"):
             # fit() evaluating validation data it has already checked.
             return super().evaluate(x, y, **kwargs)
@@ -271,20 +428,69 @@ class Flow(keras.Model):
         return tf.TensorSpec([None, *trailing], dtype or self.dtype)
 
     def _run(self, name, fn, x, context):
-        """Runs `fn(x[, context])` compiled when eager, inline when already in a graph."""
+        """Runs `fn(x[, context])` compiled when eager, inline when already in a graph.
+
+        `x` has the flow's own event shape (`latent_event_shape`).
+        """
         if not tf.executing_eagerly():
             return fn(x, context)
         if context is None:
             return self._compiled(name, lambda x: fn(x, None),
-                                  [self._spec(self.event_shape)])(x)
-        specs = [self._spec(self.event_shape), self._spec([self.context_size])]
+                                  [self._spec(self.latent_event_shape)])(x)
+        specs = [self._spec(self.latent_event_shape), self._spec([self.context_size])]
         return self._compiled(name, fn, specs)(x, context)
 
-    def log_prob(self, x, context=None):
-        """Log-density of `x` (`[batch, *event_shape]`) -> `[batch]`, in nats."""
+    def log_prob(self, x, context=None, *, num_samples=None, seed=None):
+        """Log-density of `x` (`[batch, *event_shape]`) -> `[batch]`, in nats.
+
+        For a bound flow this is the importance-weighted bound (IWBO)
+        `log (1/k) sum_i p_flow(z_i) / q(z_i | x)`, `z_i ~ q(z | x)`: a stochastic lower
+        bound on `log p(x)` whose expectation is non-decreasing in `k = num_samples` and
+        tends to `log p(x)` (Burda et al., arXiv:1509.00519). `k = 1` is the ELBO, the
+        training objective. The `k` samples are drawn in one vectorised pass (the batch is
+        tiled `k` times), so memory grows as `k * batch`. A flow with a dequantizer takes
+        the discrete data (integers in `[0, num_bins)`, integer or float dtype) and bounds
+        their log-probability. For a bijective flow the density is exact and `num_samples`
+        and `seed` change nothing.
+
+        Args:
+            x: data, `[batch, *event_shape]`.
+            context: a conditional flow's context, `[batch, context_size]`.
+            num_samples: `k`, a positive int; `None` uses `num_eval_samples` (1 unless set
+                in the constructor).
+            seed: an int for a reproducible bound, or `None`.
+        """
+        if num_samples is not None:
+            num_samples = _validation.check_positive_int("num_samples", num_samples)
+        _check_seed(seed)
         inputs = self._prepare(x, context, "x")
         x, context = (inputs["x"], inputs["context"]) if self.conditional else (inputs, None)
-        return self._run("log_prob", self._log_prob, x, context)
+        if self.surjection is None:
+            return self._run("log_prob", self._log_prob, x, context)
+        num_samples = num_samples or self.num_eval_samples
+        seed = _seed_pair(seed)
+
+        def bound(x, seed, context):
+            return self._bound(x, context, num_samples, seed)
+
+        if not tf.executing_eagerly():
+            return bound(x, seed, context)
+        # k is static in each compiled function (one per k), so tiling has static
+        # multiples and compiles under XLA too.
+        specs = [self._spec(self.event_shape), tf.TensorSpec([2], tf.int32)]
+        name = f"log_prob_k{num_samples}"
+        if context is None:
+            return self._compiled(name, lambda x, s: bound(x, s, None), specs)(x, seed)
+        specs.append(self._spec([self.context_size]))
+        return self._compiled(name, bound, specs)(x, seed, context)
+
+    def elbo(self, x, context=None, *, seed=None):
+        """The one-sample evidence lower bound `log p_flow(z) - log q(z | x)`, `z ~ q(z|x)`.
+
+        Equal to `log_prob(x, num_samples=1)` (the same value for the same `seed`), and to
+        the exact `log_prob(x)` for a bijective flow.
+        """
+        return self.log_prob(x, context, num_samples=1, seed=seed)
 
     def _forward(self, z, context=None):
         return self.bijector.forward(z, **self._bijector_kwargs(context))
@@ -293,26 +499,39 @@ class Flow(keras.Model):
         return self.bijector.inverse(x, **self._bijector_kwargs(context))
 
     def forward(self, z, context=None):
-        """Maps base noise `z` to data space (the sampling direction)."""
-        inputs = self._prepare(z, context, "z")
+        """Maps base noise `z` to data space (the sampling direction).
+
+        For a bound flow both ends are the flow's own event shape: `forward` stops at the
+        latent (apply `flow.surjection.decode` to reach the data).
+        """
+        inputs = self._prepare(z, context, "z", space="noise")
         z, context = (inputs["x"], inputs["context"]) if self.conditional else (inputs, None)
         return self._run("forward", self._forward, z, context)
 
     def inverse(self, x, context=None):
-        """Maps data `x` to base noise (the normalising direction)."""
-        inputs = self._prepare(x, context, "x")
+        """Maps data `x` to base noise (the normalising direction).
+
+        For a bound flow `x` is a latent (e.g. dequantized levels), the bijective part.
+        """
+        inputs = self._prepare(x, context, "x", space="latent")
         x, context = (inputs["x"], inputs["context"]) if self.conditional else (inputs, None)
         return self._run("inverse", self._inverse, x, context)
 
     def _sample(self, count, seed, temperature, context=None):
         noise = tf.random.stateless_normal(
-            tf.concat([[count], self.event_shape], axis=0), seed=seed, dtype=self.dtype)
+            tf.concat([[count], self.latent_event_shape], axis=0), seed=seed, dtype=self.dtype)
         if context is not None:
             context = tf.broadcast_to(context, [count, self.context_size])
-        return self._forward(noise * tf.cast(temperature, self.dtype), context)
+        latent = self._forward(noise * tf.cast(temperature, self.dtype), context)
+        if self.surjection is None:
+            return latent
+        return self.surjection.decode(latent, context=context)
 
     def sample(self, n, temperature=1.0, seed=None, context=None):
         """Draws `n` samples `[n, *event_shape]`, from base noise scaled by `temperature`.
+
+        Sampling is exact and one pass for every flow: a bound flow decodes its flow's
+        sample (a dequantizer flow returns integer levels, as floats).
 
         Args:
             n: number of samples.
@@ -365,10 +584,13 @@ class Flow(keras.Model):
         The directory loads with `tf.saved_model.load(filepath)` in a process that never
         imports tfp_flows. Endpoints (conditional flows take a `context` argument last):
 
-        - `log_prob(x)` -> `[batch]`
+        - `log_prob(x)` -> `[batch]`; for a bound flow `log_prob(x, num_samples, seed)`
+          (int32 scalars) -> the IWBO with `num_samples` samples, equal to
+          `flow.log_prob(x, num_samples=k, seed=s)` for the same seed.
         - `sample(count, seed, temperature)` -> `[count, *event_shape]` (int32 `count` and
           `seed`, float `temperature`)
-        - `forward(z)` -> `x`, `inverse(x)` -> `z`
+        - `forward(z)` -> `x`, `inverse(x)` -> `z` (for a bound flow, between base noise
+          and the latent)
 
         The model is written to a temporary directory beside `filepath` and moved into place
         only when complete, so a crash never leaves a half-written export, and an existing
@@ -382,14 +604,27 @@ class Flow(keras.Model):
         archive = keras.export.ExportArchive()
         archive.track(self)
         x_spec = self._spec(self.event_shape)
+        latent_spec = self._spec(self.latent_event_shape)
         context_spec = [self._spec([self.context_size])] if self.conditional else []
 
         def with_context(fn):
             return fn if self.conditional else lambda value: fn(value, None)
 
-        archive.add_endpoint("log_prob", with_context(self._log_prob), [x_spec, *context_spec])
-        archive.add_endpoint("forward", with_context(self._forward), [x_spec, *context_spec])
-        archive.add_endpoint("inverse", with_context(self._inverse), [x_spec, *context_spec])
+        if self.surjection is None:
+            archive.add_endpoint("log_prob", with_context(self._log_prob),
+                                 [x_spec, *context_spec])
+        else:
+            def bound(x, num_samples, seed, context=None):
+                return self._bound(x, context, num_samples, tf.stack([seed, 0]))
+
+            archive.add_endpoint(
+                "log_prob", bound,
+                [x_spec, tf.TensorSpec([], tf.int32, name="num_samples"),
+                 tf.TensorSpec([], tf.int32, name="seed"), *context_spec])
+        archive.add_endpoint("forward", with_context(self._forward),
+                             [latent_spec, *context_spec])
+        archive.add_endpoint("inverse", with_context(self._inverse),
+                             [latent_spec, *context_spec])
         sample_specs = [tf.TensorSpec([], tf.int32, name="count"),
                         tf.TensorSpec([], tf.int32, name="seed"),
                         tf.TensorSpec([], self.dtype, name="temperature")]
@@ -420,5 +655,28 @@ class Flow(keras.Model):
     # -- config ----------------------------------------------------------------------------
 
     def get_config(self):
-        return {**super().get_config(), "event_shape": list(self.event_shape),
-                "context_size": self.context_size}
+        config = {**super().get_config(),
+                  # The shape the builder built its bijectors for (the latent of a bound flow).
+                  "event_shape": list(self.latent_event_shape),
+                  "context_size": self.context_size}
+        if self.dequantization is not None:
+            config["dequantization"] = self.dequantization
+        if self._surjection_argument is not None:
+            config["surjection"] = keras.saving.serialize_keras_object(
+                self._surjection_argument)
+        if self.num_eval_samples != 1:
+            config["num_eval_samples"] = self.num_eval_samples
+        return config
+
+
+def _check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+
+
+def _seed_pair(seed):
+    """`None` or an int -> an int32 `[seed, 0]` stateless seed (`None` draws one)."""
+    _check_seed(seed)
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    return tf.constant([int(seed), 0], tf.int32)

@@ -49,6 +49,11 @@ def bits_per_dim(nll, num_dims, *, num_bins=None, density_space=None):
     Densities over other spaces (logits, standardized data) must include those maps in the
     flow and use `"bins"`.
 
+    For a flow whose density is a bound (`Flow.log_prob_estimator` is `"elbo"` or
+    `"iwbo(k=K)"`), `nll` is the negative bound and the result an upper bound on the bits
+    per dimension; report it with the estimator. A flow with a dequantizer already gives
+    the log-probability of the discrete data (no `density_space` correction).
+
     Args:
         nll: negative log-likelihood in nats per example (a number or a tensor).
         num_dims: number of dimensions of one example (the event size `D`).
@@ -89,17 +94,24 @@ class BitsPerDim(keras.metrics.Mean):
         num_dims: number of dimensions of one example.
         num_bins: number of discrete levels of the data, or `None` (continuous data).
         density_space: `"bins"` or `"unit"` with `num_bins`; see `bits_per_dim`.
+        estimator: what the `log_prob`s are, for reports: `"exact"` (a bijective flow's
+            density), `"elbo"` or `"iwbo(k=K)"` (a bound flow's lower bounds, which make
+            the bits per dim an upper bound); a `Flow` sets it to its
+            `log_prob_estimator`.
         name: metric name.
     """
 
-    def __init__(self, num_dims, num_bins=None, density_space=None, name="bits_per_dim",
-                 **kwargs):
+    def __init__(self, num_dims, num_bins=None, density_space=None, estimator="exact",
+                 name="bits_per_dim", **kwargs):
         super().__init__(name=name, **kwargs)
         bits_per_dim(0.0, num_dims, num_bins=num_bins,
                      density_space=density_space)  # validates the arguments
+        if not isinstance(estimator, str):
+            raise TypeError(f"estimator must be a str, got {estimator!r}")
         self.num_dims = num_dims
         self.num_bins = num_bins
         self.density_space = density_space
+        self.estimator = estimator
 
     def update_state(self, log_prob, sample_weight=None):
         return super().update_state(
@@ -108,4 +120,5 @@ class BitsPerDim(keras.metrics.Mean):
 
     def get_config(self):
         return {**super().get_config(), "num_dims": self.num_dims,
-                "num_bins": self.num_bins, "density_space": self.density_space}
+                "num_bins": self.num_bins, "density_space": self.density_space,
+                "estimator": self.estimator}
