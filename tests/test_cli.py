@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from tfp_flows import cli, models
+from tfp_flows.distributions import NormalAugmentation
 from tfp_flows.models import FAMILIES, Family, temporary_family
 from tfp_flows.training import EpochCheckpoint, list_checkpoints
 
@@ -25,7 +26,7 @@ OUTPUTS = ("metrics.json", "density.png", "samples.png", "saved_model")
 TINY = ["--epochs", "1", "--num-points", "400", "--verbose", "0"]
 
 
-def _check_outputs(out, extra=()):
+def _check_outputs(out, extra=(), estimator="exact"):
     assert sorted(os.listdir(out)) == sorted(OUTPUTS + tuple(extra))
     assert os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb"))
     for name in ("density.png", "samples.png"):
@@ -36,6 +37,7 @@ def _check_outputs(out, extra=()):
     for key in ("train_nll", "test_nll", "train_bpd", "test_bpd", "seconds"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert metrics["test_bpd"] == pytest.approx(metrics["test_nll"] / (2 * math.log(2)))
+    assert metrics["log_prob_estimator"] == estimator
     assert set(metrics["versions"]) >= {"tfp_flows", "tensorflow", "tensorflow_probability",
                                         "keras", "numpy", "python"}
     return metrics
@@ -273,6 +275,27 @@ def test_a_registered_family_trains_from_the_command_line(tmp_path, capsys):
         cli.main(["train", "--model", "tiny_realnvp", "--dataset", "two_moons", "--out",
                   str(out)])
     assert "invalid choice: 'tiny_realnvp'" in capsys.readouterr().err
+
+
+def _augmented_realnvp(event_shape, num_layers, seed=0):
+    """A family defined here whose density is a bound: two Normal noise features."""
+    augmentation = NormalAugmentation(event_shape, 2)
+    return models.RealNVP(augmentation.latent_event_shape, num_layers=num_layers,
+                          hidden_units=[4], seed=seed, surjection=augmentation,
+                          num_eval_samples=4)
+
+
+def test_metrics_name_the_estimator_of_a_bound_family(tmp_path, capsys):
+    family = Family("augmented_realnvp", _augmented_realnvp, "RealNVP on augmented data",
+                    data_kinds=("vector",), options={"vector": ("num_layers",)},
+                    defaults={"vector": {"num_layers": 2}})
+    out = tmp_path / "augmented"
+    with temporary_family(family):
+        assert cli.main(["train", "--model", "augmented_realnvp", "--dataset", "two_moons",
+                         "--out", str(out), *TINY]) == 0
+    metrics = _check_outputs(out, extra=("checkpoints", "logs"), estimator="iwbo(k=4)")
+    assert math.isfinite(metrics["test_nll"])
+    assert "bits/dim, a bound: iwbo(k=4))" in capsys.readouterr().out
 
 
 def test_builder_errors_on_vectors_are_argparse_errors(tmp_path, capsys):

@@ -107,6 +107,8 @@ def _expected(kind, minimum, maximum, exclusive_minimum=False, exclusive_maximum
     """Says what is allowed: "a positive int", "an int >= 2", "a number in (0, 1)", ..."""
     if kind == "int" and minimum == 1 and maximum is None:
         return "a positive int"
+    if kind == "number" and minimum == 0 and exclusive_minimum and maximum is None:
+        return "a positive number"
     article = "an" if kind == "int" else "a"
     if minimum is not None and maximum is not None:
         return (f"{article} {kind} in {'(' if exclusive_minimum else '['}{minimum:g}, "

@@ -1,11 +1,10 @@
 """Masked autoregressive flow: one MADE pass for the density, `D` passes to sample."""
 
-import math
 
 import keras
 import tensorflow as tf
 
-from tfp_flows._validation import check_int
+from tfp_flows._validation import check_int, check_positive_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
 from tfp_flows.bijectors.transformers import Affine, RationalQuadraticSpline, Transformer
 
@@ -13,13 +12,6 @@ __all__ = ["TRANSFORMERS", "MaskedAutoregressiveFlow", "make_transformer"]
 
 # The transformers MAF names by string; any `Transformer` instance works too.
 TRANSFORMERS = ("affine", "spline")
-
-
-def _positive_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _num_bins(value):
@@ -41,9 +33,9 @@ def make_transformer(transformer="affine", log_scale_bound=3.0, num_spline_bins=
         TypeError: `transformer` is neither a name nor a `Transformer`.
         ValueError: an unknown name or an argument out of range.
     """
-    log_scale_bound = _positive_number("log_scale_bound", log_scale_bound)
+    log_scale_bound = check_positive_number("log_scale_bound", log_scale_bound)
     num_spline_bins = _num_bins(num_spline_bins)
-    spline_range = _positive_number("spline_range", spline_range)
+    spline_range = check_positive_number("spline_range", spline_range)
     if isinstance(transformer, Transformer):
         return transformer
     if not isinstance(transformer, str):

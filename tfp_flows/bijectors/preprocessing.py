@@ -11,6 +11,7 @@ import math
 
 import tensorflow as tf
 
+from tfp_flows._validation import check_bool, check_int, check_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape
 
 __all__ = ["LevelScaling", "LogitTransform"]
@@ -59,12 +60,8 @@ class LevelScaling(FlowBijector):
     def __init__(self, num_bins, event_shape, centered=False, validate_args=False,
                  name="level_scaling"):
         parameters = dict(locals())
-        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-            raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-        if not isinstance(centered, bool):
-            raise TypeError(f"centered must be a bool, got {centered!r}")
-        self.num_bins = num_bins
-        self.centered = centered
+        self.num_bins = check_int("num_bins", num_bins, minimum=2)
+        self.centered = check_bool("centered", centered)
         shape = check_event_shape(event_shape)
         self._log_det_per_example = _num_elements(shape) * math.log(num_bins)
         super().__init__(shape, parameters=parameters, name=name,
@@ -115,10 +112,8 @@ class LogitTransform(FlowBijector):
 
     def __init__(self, event_shape, alpha=0.05, validate_args=False, name="logit_transform"):
         parameters = dict(locals())
-        if (isinstance(alpha, bool) or not isinstance(alpha, int | float)
-                or not 0.0 <= alpha < 0.5):
-            raise ValueError(f"alpha must be a number in [0, 0.5), got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number("alpha", alpha, minimum=0, maximum=0.5,
+                                  exclusive_maximum=True)
         super().__init__(check_event_shape(event_shape), parameters=parameters, name=name,
                          validate_args=validate_args)
 

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows._validation import check_int, check_number
+from tfp_flows._validation import check_int, check_positive_number
 from tfp_flows.bijectors.base import soft_clamp
 
 __all__ = [
@@ -36,14 +36,6 @@ __all__ = [
 # Lower bounds keeping every spline bin and knot slope away from zero (Durkan et al.).
 _MIN_BIN_SIZE = 1e-3
 _MIN_SLOPE = 1e-3
-
-
-def _positive_number(name, value):
-    """A finite number `> 0`: `TypeError` for a wrong type, `ValueError` for a wrong value."""
-    value = check_number(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
 
 
 class Transformer(abc.ABC):
@@ -152,7 +144,7 @@ class Affine(Transformer):
     """
 
     def __init__(self, log_scale_bound=3.0):
-        self.log_scale_bound = _positive_number("log_scale_bound", log_scale_bound)
+        self.log_scale_bound = check_positive_number("log_scale_bound", log_scale_bound)
 
     @property
     def num_params(self):
@@ -209,7 +201,7 @@ class RationalQuadraticSpline(Transformer):
 
     def __init__(self, num_bins=8, range=3.0):
         self.num_bins = check_int("num_bins", num_bins, minimum=2)
-        self.range = _positive_number("range", range)
+        self.range = check_positive_number("range", range)
 
     @property
     def num_params(self):

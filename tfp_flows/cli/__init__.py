@@ -139,7 +139,9 @@ def main(argv=None):
                       data_dir=getattr(args, "data_dir", None))
     except UsageError as error:
         parser.error(str(error))
+    estimator = metrics["log_prob_estimator"]
+    bound = "" if estimator == "exact" else f", a bound: {estimator}"
     print(f"{settings['model']} on {settings['dataset']}: train NLL {metrics['train_nll']:.4f}, "
-          f"test NLL {metrics['test_nll']:.4f} nats ({metrics['test_bpd']:.4f} bits/dim), "
-          f"{metrics['seconds']:.1f} s; outputs in {out}")
+          f"test NLL {metrics['test_nll']:.4f} nats ({metrics['test_bpd']:.4f} bits/dim"
+          f"{bound}), {metrics['seconds']:.1f} s; outputs in {out}")
     return 0

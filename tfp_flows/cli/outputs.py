@@ -104,6 +104,8 @@ def write_outputs(flow, data, settings, out, *, start, train_seconds, initial_ep
         "train_bpd": bpd(train_nll),
         "test_bpd": bpd(test_nll),
         "nll_units": units,
+        # "exact", or for a flow whose density is a bound the estimator and its samples.
+        "log_prob_estimator": flow.log_prob_estimator,
         "num_bins": data.num_bins,
         "num_train": len(data.train),
         "num_test": len(data.test),

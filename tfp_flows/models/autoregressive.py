@@ -4,8 +4,9 @@ import keras
 import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
+from tfp_flows._validation import check_int, check_positive_int
 from tfp_flows.bijectors.base import check_event_shape
-from tfp_flows.models.flow import Flow, check_positive_int
+from tfp_flows.models.flow import Flow
 from tfp_flows.nets._validation import check_units
 
 __all__ = ["IAF", "MAF"]
@@ -77,8 +78,7 @@ class MAF(Flow):
         check_positive_int("num_layers", num_layers)
         if orderings not in _ORDERINGS:
             raise ValueError(f"orderings must be one of {_ORDERINGS}, got {orderings!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_int("seed", seed)
         if isinstance(transformer, dict):  # a Transformer serialized by get_config
             transformer = bijectors.get_transformer(transformer)
         # One stateless transformer object serves every step.

@@ -3,7 +3,8 @@
 import keras
 
 from tfp_flows import bijectors, nets
-from tfp_flows.models.flow import Flow, check_positive_int
+from tfp_flows._validation import check_positive_int
+from tfp_flows.models.flow import Flow
 from tfp_flows.models.multiscale import multiscale_bijector
 
 __all__ = ["NICE", "RealNVP"]

@@ -1,8 +1,6 @@
 """The Flow base model: a `keras.Model` around a `tfd.TransformedDistribution`."""
 
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -10,6 +8,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import _validation, bijectors, distributions
+from tfp_flows._atomic import staged
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
 from tfp_flows.models._data import Support, check_array, check_dataset, describe
@@ -18,13 +17,6 @@ from tfp_flows.training import BitsPerDim, NaNGuard
 __all__ = ["Flow"]
 
 tfd = tfp.distributions
-
-
-def check_positive_int(name, value):
-    """Returns `value` if it is a positive Python int (not a bool), else raises ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _accelerator_present():
@@ -73,11 +65,8 @@ class Flow(keras.Model):
                  num_eval_samples=1, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = check_event_shape(event_shape)
-        if context_size is not None and (
-                isinstance(context_size, bool) or not isinstance(context_size, int)
-                or context_size < 1):
-            raise ValueError(f"context_size must be a positive int or None, got {context_size!r}")
-        self.context_size = context_size
+        self.context_size = _validation.check_positive_int("context_size", context_size,
+                                                           allow_none=True)
         self.dequantization = _validation.check_choice(
             "dequantization", dequantization, (None, "uniform"))
         if isinstance(surjection, dict):
@@ -205,9 +194,7 @@ class Flow(keras.Model):
         `LogitTransform(logit_alpha)`. Every log-det counts, so the density (and
         `bits_per_dim`) is that of the dequantized data. Sets `num_bins` and `logit_alpha`.
         """
-        if num_bins is not None and (isinstance(num_bins, bool) or not isinstance(num_bins, int)
-                                     or num_bins < 2):
-            raise ValueError(f"num_bins must be None or an int >= 2, got {num_bins!r}")
+        _validation.check_int("num_bins", num_bins, minimum=2, allow_none=True)
         if logit_alpha is not None and num_bins is None:
             raise ValueError("logit_alpha needs num_bins: the logit transform acts on data "
                              "scaled to [0, 1)")
@@ -541,14 +528,9 @@ class Flow(keras.Model):
             context: a conditional flow's context, `[context_size]` (shared) or
                 `[n, context_size]`.
         """
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
-        if (isinstance(temperature, bool)
-                or not isinstance(temperature, int | float | np.integer | np.floating)
-                or not temperature > 0):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        _validation.check_positive_int("n", n)
+        _validation.check_positive_number("temperature", temperature)
+        _validation.check_int("seed", seed, allow_none=True)
         if seed is None:
             seed = int(np.random.randint(0, 2**31 - 1))
         seed = tf.constant([seed, 0], tf.int32)
@@ -599,8 +581,6 @@ class Flow(keras.Model):
         if format != "tf_saved_model":
             raise ValueError(f"Flow.export writes format='tf_saved_model', got {format!r}")
         filepath = os.fspath(filepath)
-        parent = os.path.dirname(os.path.abspath(filepath))
-        os.makedirs(parent, exist_ok=True)
         archive = keras.export.ExportArchive()
         archive.track(self)
         x_spec = self._spec(self.event_shape)
@@ -633,23 +613,8 @@ class Flow(keras.Model):
             return self._sample(count, tf.stack([seed, 0]), temperature, context)
 
         archive.add_endpoint("sample", sample, sample_specs + context_spec)
-        staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-        try:
+        with staged(filepath) as staging:
             archive.write_out(staging, verbose=verbose, **kwargs)
-            # mkdtemp makes the directory private (0700); give it the usual permissions.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(staging, 0o777 & ~umask)
-            if os.path.isdir(filepath):
-                old = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-                os.rename(filepath, os.path.join(old, "model"))
-                os.rename(staging, filepath)
-                shutil.rmtree(old)
-            else:
-                os.rename(staging, filepath)
-        finally:
-            if os.path.isdir(staging):
-                shutil.rmtree(staging)
         return filepath
 
     # -- config ----------------------------------------------------------------------------
@@ -670,8 +635,7 @@ class Flow(keras.Model):
 
 
 def _check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    _validation.check_int("seed", seed, allow_none=True)
 
 
 def _seed_pair(seed):
