@@ -369,7 +369,7 @@ def test_mixed_precision_keeps_the_density_in_float32(builder):
     (dict(transformer="spline", num_spline_bins=1), ValueError,
      r"num_spline_bins must be an int >= 2, got 1"),
     (dict(spline_range=-1.0), ValueError, r"spline_range must be a positive number, got -1.0"),
-    (dict(log_scale_bound="3"), ValueError, r"log_scale_bound must be a positive number"),
+    (dict(log_scale_bound="3"), TypeError, r"log_scale_bound must be a positive number"),
     (dict(num_blocks=1, hidden_units=[8, 8]), ValueError,
      r"one hidden width, got hidden_units=\[8, 8\]"),
     (dict(seed=1.5), TypeError, r"seed must be an int, got 1.5"),

@@ -95,15 +95,15 @@ def test_normal_augmentation_appends_channels_and_scores_the_noise():
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: UniformDequantization(1, [2]), ValueError, r"num_bins must be an int >= 2, got 1"),
-    (lambda: UniformDequantization(2.0, [2]), TypeError, r"num_bins must be an int, got 2\.0"),
-    (lambda: NormalAugmentation([2], 0), ValueError, r"num_features must be an int >= 1"),
+    (lambda: UniformDequantization(2.0, [2]), TypeError, r"num_bins must be an int >= 2, got 2\.0"),
+    (lambda: NormalAugmentation([2], 0), ValueError, r"num_features must be a positive int"),
     (lambda: NormalAugmentation("ab", 1), TypeError, r"event_shape must be a list"),
     (lambda: NormalAugmentation([0], 1), ValueError, r"event_shape must be a non-empty"),
     (lambda: LowerBoundDistribution(tfd.Normal(0.0, 1.0), NormalAugmentation([1], 1)),
      ValueError, r"event shape \[\] but the surjection's latent_event_shape is \[2\]"),
     (lambda: LowerBoundDistribution(
         tfd.MultivariateNormalDiag(tf.zeros(2)), NormalAugmentation([1], 1), num_samples=0),
-     ValueError, r"num_samples must be an int >= 1, got 0"),
+     ValueError, r"num_samples must be a positive int, got 0"),
     (lambda: LowerBoundDistribution("normal", NormalAugmentation([1], 1)),
      TypeError, r"latent_distribution must be a tfd.Distribution, got str"),
     (lambda: dequantizer_flow(surjection=NormalAugmentation([2], 1)),
@@ -120,9 +120,9 @@ def test_normal_augmentation_appends_channels_and_scores_the_noise():
     (lambda: tff.models.RealNVP([2], num_layers=1, surjection="augment"),
      TypeError, r"surjection must be an InferenceSurjection or None, got str"),
     (lambda: tff.models.RealNVP([2], num_layers=1, num_eval_samples=0),
-     ValueError, r"num_eval_samples must be an int >= 1, got 0"),
+     ValueError, r"num_eval_samples must be a positive int, got 0"),
     (lambda: augmented_flow().log_prob(points(2), num_samples=2.0),
-     TypeError, r"num_samples must be an int"),
+     TypeError, r"num_samples must be a positive int"),
     (lambda: augmented_flow().log_prob(points(2), seed="a"),
      TypeError, r"seed must be an int or None, got 'a'"),
 ])

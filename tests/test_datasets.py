@@ -122,7 +122,7 @@ def test_load_toy_rejects_bad_arguments_naming_the_value(kwargs, error, message)
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda: toy.eight_gaussians(10, radius=0.0), ValueError,
-     "radius must be a finite number > 0"),
+     "radius must be a positive number, got 0.0"),
     (lambda: toy.eight_gaussians(10, std=-1.0), ValueError, "std must be"),
     (lambda: toy.pinwheel(10, num_arms=0), ValueError, "num_arms must be a positive int, got 0"),
     (lambda: toy.spirals(-5), ValueError, "n must be a positive int, got -5"),

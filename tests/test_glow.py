@@ -86,9 +86,9 @@ def test_samples_of_a_trained_glow_are_finite_at_temperature_one():
     (dict(event_shape=[64]), ValueError, r"image event_shape \[H, W, C\], got \[64\]"),
     (dict(event_shape=[6, 6, 1]), ValueError, r"divisible by 4, got event_shape \[6, 6, 1\]"),
     (dict(num_levels=0), ValueError, "num_levels must be a positive int, got 0"),
-    (dict(num_steps=1.5), ValueError, "num_steps must be a positive int, got 1.5"),
+    (dict(num_steps=1.5), TypeError, "num_steps must be a positive int, got 1.5"),
     (dict(coupling="spline"), ValueError, "coupling must be one of .*got 'spline'"),
-    (dict(num_bins=0), ValueError, "num_bins must be None or an int >= 2, got 0"),
+    (dict(num_bins=0), ValueError, "num_bins must be an int >= 2 or None, got 0"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     options = dict(event_shape=[8, 8, 1], num_levels=2, num_steps=1, hidden_channels=4)

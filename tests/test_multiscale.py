@@ -227,8 +227,8 @@ def test_a_new_family_plugs_its_step_into_the_shared_recursion():
     (dict(event_shape=[6, 8, 1]), ValueError,
      r"2 levels \(2 squeezes\) need height and width divisible by 4, got event_shape "
      r"\[6, 8, 1\]"),
-    (dict(num_levels=0), ValueError, r"num_levels must be an int >= 1, got 0"),
-    (dict(num_levels=2.0), TypeError, r"num_levels must be an int, got 2.0"),
+    (dict(num_levels=0), ValueError, r"num_levels must be a positive int, got 0"),
+    (dict(num_levels=2.0), TypeError, r"num_levels must be a positive int, got 2.0"),
     (dict(steps="coupling"), TypeError,
      r"steps must be a callable \(shape, level\) -> bijectors, got 'coupling'"),
     (dict(factor_out_prior=3), TypeError, r"factor_out_prior must be a callable"),

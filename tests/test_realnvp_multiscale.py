@@ -164,24 +164,27 @@ def test_single_scale_config_keeps_its_defaults():
     assert config["num_layers"] == 2
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(num_scales=0), "num_scales must be a positive int, got 0"),
-    (dict(num_scales=1.5), "num_scales must be a positive int, got 1.5"),
-    (dict(num_scales=True), "num_scales must be a positive int, got True"),
-    (dict(event_shape=[16]), r"num_scales needs an image event_shape \[H, W, C\], got \[16\]"),
-    (dict(event_shape=[6, 6, 1], num_scales=3),
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(num_scales=0), ValueError, "num_scales must be a positive int, got 0"),
+    (dict(num_scales=1.5), TypeError, "num_scales must be a positive int, got 1.5"),
+    (dict(num_scales=True), TypeError, "num_scales must be a positive int, got True"),
+    (dict(event_shape=[16]), ValueError,
+     r"num_scales needs an image event_shape \[H, W, C\], got \[16\]"),
+    (dict(event_shape=[6, 6, 1], num_scales=3), ValueError,
      r"num_scales=3 needs height and width divisible by 4, got event_shape \[6, 6, 1\]"),
-    (dict(num_layers=4), "num_layers does not apply with num_scales.*got num_layers=4"),
-    (dict(mask="half"), "num_scales fixes the masks.*got mask='half'"),
-    (dict(permutation="reverse"), "num_scales takes no permutation.*got permutation='reverse'"),
-    (dict(num_bins=1), "num_bins must be None or an int >= 2, got 1"),
-    (dict(logit_alpha=0.05), "logit_alpha needs num_bins"),
-    (dict(num_bins=17, logit_alpha=0.5), r"alpha must be a number in \[0, 0.5\), got 0.5"),
+    (dict(num_layers=4), ValueError, "num_layers does not apply with num_scales.*got num_layers=4"),
+    (dict(mask="half"), ValueError, "num_scales fixes the masks.*got mask='half'"),
+    (dict(permutation="reverse"), ValueError,
+     "num_scales takes no permutation.*got permutation='reverse'"),
+    (dict(num_bins=1), ValueError, "num_bins must be an int >= 2 or None, got 1"),
+    (dict(logit_alpha=0.05), ValueError, "logit_alpha needs num_bins"),
+    (dict(num_bins=17, logit_alpha=0.5), ValueError,
+     r"alpha must be a number in \[0, 0.5\), got 0.5"),
 ])
-def test_invalid_arguments(kwargs, match):
+def test_invalid_arguments(kwargs, error, match):
     options = dict(event_shape=[4, 4, 1], num_scales=2, hidden_channels=2, num_blocks=1)
     options.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         tff.models.RealNVP(**options)
 
 

@@ -5,13 +5,14 @@ from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow, make_tr
 from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
-from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
+from tfp_flows.bijectors.coupling import MASKS, AdditiveCoupling, AffineCoupling, Coupling
 from tfp_flows.bijectors.permute import random_permutation, reverse_permutation
 from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
 from tfp_flows.bijectors.scaling import DiagonalScale
 from tfp_flows.bijectors.split import SplitChannels
 from tfp_flows.bijectors.squeeze import Squeeze
 from tfp_flows.bijectors.transformers import (
+    TRANSFORMER_NAMES,
     Additive,
     Affine,
     RationalQuadraticSpline,
@@ -20,6 +21,8 @@ from tfp_flows.bijectors.transformers import (
 )
 
 __all__ = [
+    "MASKS",
+    "TRANSFORMER_NAMES",
     "ActNorm",
     "Additive",
     "AdditiveCoupling",

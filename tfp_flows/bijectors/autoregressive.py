@@ -8,7 +8,7 @@ from tfp_flows._validation import check_int, check_positive_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
 from tfp_flows.bijectors.transformers import Affine, RationalQuadraticSpline, Transformer
 
-__all__ = ["TRANSFORMERS", "MaskedAutoregressiveFlow", "make_transformer"]
+__all__ = ["MaskedAutoregressiveFlow", "make_transformer"]
 
 # The transformers MAF names by string; any `Transformer` instance works too.
 TRANSFORMERS = ("affine", "spline")

@@ -6,13 +6,9 @@ import tensorflow_probability as tfp
 from tfp_flows._validation import check_bool, check_positive_int
 from tfp_flows.bijectors._tfp_private import BijectorCacheWithGreedyAttrs
 
-__all__ = [
-    "FlowBijector",
-    "check_event_shape",
-    "flatten_context",
-    "resolve_context_size",
-    "soft_clamp",
-]
+# check_event_shape, flatten_context and resolve_context_size are shared by the bijector
+# modules but are not part of the public API.
+__all__ = ["FlowBijector", "soft_clamp"]
 
 
 def soft_clamp(log_scale, bound):

@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["InferenceSurjection", "as_seed", "check_shape"]
+# as_seed and check_shape serve the surjection modules; they are not public API.
+__all__ = ["InferenceSurjection"]
 
 
 def as_seed(seed):

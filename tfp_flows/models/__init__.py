@@ -4,13 +4,17 @@ from tfp_flows.models.autoregressive import IAF, MAF
 from tfp_flows.models.coupling_flows import NICE, RealNVP
 from tfp_flows.models.flow import Flow
 from tfp_flows.models.glow import Glow
+from tfp_flows.models.multiscale import CREATION_ORDERS, multiscale_bijector
 from tfp_flows.models.registry import (
+    DATA_KINDS,
     FAMILIES,
+    SETTINGS,
     Family,
     get_family,
     register_family,
     temporary_family,
 )
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "Family", "Flow", "Glow", "RealNVP",
-           "get_family", "register_family", "temporary_family"]
+__all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SETTINGS",
+           "Family", "Flow", "Glow", "RealNVP", "get_family", "multiscale_bijector",
+           "register_family", "temporary_family"]

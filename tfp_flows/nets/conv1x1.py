@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfp_flows._validation import check_bool, check_int, check_positive_int
 
-__all__ = ["Conv1x1Kernel", "random_orthogonal"]
+__all__ = ["Conv1x1Kernel"]
 
 
 def random_orthogonal(size, seed):

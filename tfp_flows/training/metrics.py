@@ -19,7 +19,7 @@ def _check_discrete(num_bins, density_space):
                 f"density_space={density_space!r} needs num_bins (the number of discrete "
                 f"levels K of the data); got num_bins=None")
         return
-    check_int("num_bins", num_bins, minimum=2)
+    check_int("num_bins", num_bins, minimum=2, allow_none=True)
     if density_space not in DENSITY_SPACES:
         raise ValueError(
             f"with num_bins={num_bins}, density_space must say where the density lives: "
