@@ -45,11 +45,11 @@ class ActNormFlow(Flow):
                                                  dtype=self.dtype_policy, name="actnorm")
         size = bijectors.AffineCoupling.conditioner_output_size(self.event_shape, "half", 0)
         self.conditioner = nets.MLP([8], size, dtype=self.dtype_policy, name="conditioner")
-        # Listed base -> data: the ActNorm is the first step data meets.
+        # Listed data -> noise: the ActNorm is the first step data meets.
         self._set_bijectors([
+            bijectors.ActNorm(self.actnorm_params, self.event_shape, name="actnorm"),
             bijectors.AffineCoupling(self.conditioner, self.event_shape, mask="half",
                                      parity=0, name="coupling"),
-            bijectors.ActNorm(self.actnorm_params, self.event_shape, name="actnorm"),
         ])
 
 

@@ -91,7 +91,7 @@ class LogitTransform(FlowBijector):
 
     `alpha` keeps `s` in `[alpha, 1 - alpha]`, away from the infinite slopes of the logit
     at 0 and 1; RealNVP uses `alpha = 0.05`. Apply it after `LevelScaling(centered=False)`
-    (data -> model order), i.e. place it before that bijector in base -> data order.
+    in data -> model order (in a `tfb.Chain` list: right after it).
 
     Reference: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
     arXiv:1605.08803 (section 4.1).

@@ -100,7 +100,9 @@ class MAF(Flow):
                       num_blocks=num_blocks, context_size=context_size, seed=seed + i,
                       dtype=self.dtype_policy, name=f"made_{i}")
             for i in range(num_layers)]
-        self._set_bijectors([self._step(made, i) for i, made in enumerate(self.mades)])
+        # Data -> noise order: step 0 (made_0) is the one next to the base noise.
+        steps = [self._step(made, i) for i, made in enumerate(self.mades)]
+        self._set_bijectors(steps[::-1])
 
     def _ordering(self, index):
         if self.orderings == "random":
@@ -114,7 +116,7 @@ class MAF(Flow):
             spline_range=self.spline_range, conditional=self.conditional, name=name)
 
     def _step(self, made, index):
-        """Step `index` in base -> data order: sequential sampling, parallel density."""
+        """Step `index` (0: next to the base noise): sequential sampling, parallel density."""
         return self._autoregressive(made, f"maf_{index}")
 
     def get_config(self):

@@ -40,10 +40,13 @@ class _CouplingFlow(Flow):
         self.seed = seed
         steps = self._coupling_steps()
         data_steps = self._data_space_steps(num_bins, logit_alpha)
-        self._set_bijectors(self._extra_steps() + steps + data_steps)
+        self._set_bijectors(data_steps + steps + self._extra_steps())
 
     def _coupling_steps(self):
-        """The couplings (and permutations) in base -> data order; sets `conditioners`."""
+        """The couplings (and permutations) in data -> noise order; sets `conditioners`.
+
+        Coupling `i` (parity `i % 2`, conditioner `i`) is the `i`-th from the noise end.
+        """
         self.conditioners = [
             self._make_conditioner(self.coupling_class.conditioner_output_size(
                 self.event_shape, self.mask, i % 2), i)
@@ -59,7 +62,7 @@ class _CouplingFlow(Flow):
                     self.event_shape[-1], seed=self.seed + i, name=f"permutation_{i}"))
             steps.append(self._make_coupling(conditioner_layer, self.event_shape, self.mask,
                                              i % 2, f"coupling_{i}"))
-        return steps
+        return steps[::-1]
 
     def _make_conditioner(self, output_size, index):
         name = f"conditioner_{index}"
@@ -76,7 +79,7 @@ class _CouplingFlow(Flow):
                                    conditional=self.conditional, name=name)
 
     def _extra_steps(self):
-        """Bijectors applied to the base noise before the couplings."""
+        """Bijectors between the couplings and the base noise (data -> noise order)."""
         return []
 
     def get_config(self):

@@ -28,8 +28,10 @@ class Flow(keras.Model):
 
     Subclasses create their Keras layers in `__init__`, keep them as attributes (so Keras
     tracks, trains and saves them) and call `self._set_bijectors(bijectors)` with the
-    bijectors in the order they act on base noise (base -> data). The resulting
-    `distribution` is an ordinary `tfd.TransformedDistribution` over a standard Normal.
+    bijectors in data -> noise order, the order data meets them in `log_prob` and the
+    order of `tfb.Chain`'s list (the convention of every bijector list in
+    `tfp_flows.models`). The resulting `distribution` is an ordinary
+    `tfd.TransformedDistribution` over a standard Normal.
 
     `compile()` needs no loss: training minimises the negative log-likelihood (nats per
     example, reported as `loss`) and reports `bits_per_dim`. `fit(x)` takes data without
@@ -97,8 +99,8 @@ class Flow(keras.Model):
         """Builds the chain, base and distribution, then creates every weight.
 
         Args:
-            bijectors: the bijectors in base -> data order; they act on the flow's
-                `event_shape` as the builder passed it.
+            bijectors: the bijectors in data -> noise order (`tfb.Chain`'s order); they
+                act on the flow's `event_shape` as the builder passed it.
             surjection: an `InferenceSurjection` between the data and that shape, for a
                 family that builds its own (a learned `q` keeps its Keras layers in
                 `surjection.layers`, which the model tracks). `None` uses the
@@ -106,7 +108,7 @@ class Flow(keras.Model):
         """
         dtype = self.dtype
         surjection = self._resolve_surjection(surjection)
-        self.bijector = FlowChain(list(reversed(bijectors)), name="flow")
+        self.bijector = FlowChain(list(bijectors), name="flow")
         base = tfd.Sample(
             tfd.Normal(tf.constant(0.0, dtype), tf.constant(1.0, dtype)),
             sample_shape=self.event_shape, name="base")
@@ -187,7 +189,7 @@ class Flow(keras.Model):
         return None
 
     def _data_space_steps(self, num_bins, logit_alpha):
-        """The last bijectors (base -> data order) mapping model space to the data's space.
+        """The first bijectors (data -> noise order) mapping the data's space to model space.
 
         With `num_bins=K` the data are dequantized levels in `[0, K)`: `LevelScaling` maps
         them to `[-1/2, 1/2)`, or, with `logit_alpha`, to `[0, 1)` followed by
@@ -201,12 +203,12 @@ class Flow(keras.Model):
         self.num_bins = num_bins
         self.logit_alpha = logit_alpha
         steps = []
-        if logit_alpha is not None:
-            steps.append(bijectors.LogitTransform(self.event_shape, logit_alpha,
-                                                  name="logit_transform"))
         if num_bins is not None:
             steps.append(bijectors.LevelScaling(num_bins, self.event_shape,
                                                 centered=logit_alpha is None))
+        if logit_alpha is not None:
+            steps.append(bijectors.LogitTransform(self.event_shape, logit_alpha,
+                                                  name="logit_transform"))
         return steps
 
     @property

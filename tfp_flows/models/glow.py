@@ -90,9 +90,7 @@ class Glow(Flow):
             self.event_shape, self.num_levels, self._level_steps,
             factor_out_prior=self._split_prior if self.split_prior else None,
             creation_order="noise_to_data")
-        steps = [level_0]
-        steps += self._data_space_steps(num_bins, logit_alpha)
-        self._set_bijectors(steps)
+        self._set_bijectors(self._data_space_steps(num_bins, logit_alpha) + [level_0])
 
     def _coupling(self, coupling_class, shape, parity, name, conditioners):
         conditioner = nets.ConvResNet(
