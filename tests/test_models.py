@@ -504,3 +504,18 @@ def test_mixed_precision_trains_with_float32_density():
     assert np.all(np.isfinite(history.history["loss"]))
     log_prob = flow.log_prob(x)
     assert log_prob.dtype == tf.float32 and np.all(np.isfinite(log_prob))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: models.RealNVP([2], num_layers=2, hidden_units=[8], context_size=3),
+    lambda: models.NICE([2], num_layers=2, hidden_units=[8], context_size=3),
+    lambda: models.MAF([2], num_layers=2, hidden_units=[8], context_size=3),
+    lambda: models.Glow([4, 4, 1], num_levels=1, num_steps=1, hidden_channels=4,
+                        context_size=3),
+], ids=["realnvp", "nice", "maf", "glow"])
+def test_conditional_bijectors_know_their_context_size(build):
+    flow = build()
+    x = np.zeros([4, *flow.event_shape], "float32")
+    with pytest.raises(ValueError, match=r"expects a context of shape \[4, 3\] .*got a "
+                                         r"context of shape \[4, 5\]"):
+        flow.distribution.log_prob(x, bijector_kwargs={"context": np.zeros([4, 5], "float32")})

@@ -113,7 +113,8 @@ class MAF(Flow):
         return bijectors.MaskedAutoregressiveFlow(
             made, self.event_shape, transformer=self._transformer,
             log_scale_bound=self.log_scale_bound, num_spline_bins=self.num_spline_bins,
-            spline_range=self.spline_range, conditional=self.conditional, name=name)
+            spline_range=self.spline_range, conditional=self.conditional,
+            context_size=self.context_size, name=name)
 
     def _step(self, made, index):
         """Step `index` (0: next to the base noise): sequential sampling, parallel density."""

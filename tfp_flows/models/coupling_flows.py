@@ -76,7 +76,8 @@ class _CouplingFlow(Flow):
 
     def _make_coupling(self, conditioner_layer, shape, mask, parity, name):
         return self.coupling_class(conditioner_layer, shape, mask=mask, parity=parity,
-                                   conditional=self.conditional, name=name)
+                                   conditional=self.conditional, context_size=self.context_size,
+                                   name=name)
 
     def _extra_steps(self):
         """Bijectors between the couplings and the base noise (data -> noise order)."""
@@ -223,7 +224,7 @@ class RealNVP(_CouplingFlow):
     def _make_coupling(self, conditioner_layer, shape, mask, parity, name):
         return bijectors.AffineCoupling(
             conditioner_layer, shape, mask=mask, parity=parity, conditional=self.conditional,
-            log_scale_bound=self.log_scale_bound, name=name)
+            context_size=self.context_size, log_scale_bound=self.log_scale_bound, name=name)
 
     def _coupling_steps(self):
         if self.num_scales is None:

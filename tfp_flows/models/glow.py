@@ -102,7 +102,8 @@ class Glow(Flow):
         if coupling_class is bijectors.AffineCoupling:
             extra["log_scale_bound"] = self.log_scale_bound
         return coupling_class(conditioner, shape, mask="half", parity=parity,
-                              conditional=self.conditional, name=name, **extra)
+                              conditional=self.conditional, context_size=self.context_size,
+                              name=name, **extra)
 
     def _step(self, shape, name, parity):
         """One Glow step in data -> noise order: ActNorm, 1x1 conv, coupling."""
