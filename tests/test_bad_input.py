@@ -50,8 +50,8 @@ def zeros(*shape, dtype="float32"):
     return np.zeros(shape, dtype)
 
 
-def with_value(value, shape=(5, 2), index=(1, 0)):
-    x = zeros(*shape)
+def with_value(value, shape=(5, 2), index=(1, 0), dtype="float32"):
+    x = zeros(*shape, dtype=dtype)
     x[index] = value
     return x
 
@@ -232,7 +232,29 @@ BAD_INPUT = [
      TypeError, r"temperature must be a positive number, got True"),
     ("sample: seed not an int", lambda: vector_flow().sample(2, seed="a"),
      TypeError, r"seed must be an int or None, got 'a'"),
+    ("sample: infinite temperature", lambda: vector_flow().sample(2, temperature=np.inf),
+     ValueError, r"temperature must be a finite positive number, got inf"),
+    ("sample: temperature tensor of several values",
+     lambda: vector_flow().sample(2, temperature=np.ones(2, "float32")),
+     TypeError, r"temperature must be a positive number, got array"),
+    # -- empty data and values that overflow float32 ---------------------------------------
+    ("fit: empty array", fit(vector_flow, zeros(0, 2)),
+     ValueError, r"Flow.fit got x with 0 examples \(shape \[0, 2\]\)"),
+    ("evaluate: empty array", lambda: vector_flow().evaluate(zeros(0, 2), verbose=0),
+     ValueError, r"Flow.evaluate got x with 0 examples"),
+    ("log_prob: float64 1e300", lambda: vector_flow().log_prob(with_value(1e300, dtype="float64")),
+     ValueError, r"x contains 1 value\(s\) that are NaN or Inf as float32, 1 of them finite "
+                 r"float64 values too large for float32"),
+    ("fit: float64 -1e300", fit(vector_flow, with_value(-1e300, dtype="float64")),
+     ValueError, r"too large for float32"),
 ]
+
+
+@pytest.mark.parametrize("temperature", [
+    0.5, np.float32(0.5), np.array(0.5), tf.constant(0.5), tf.constant(0.5, tf.float64)])
+def test_scalar_temperatures_of_any_float_type_are_accepted(temperature):
+    samples = vector_flow().sample(3, temperature=temperature, seed=0)
+    np.testing.assert_array_equal(samples, vector_flow().sample(3, temperature=0.5, seed=0))
 
 
 # -- data outside a flow's support -------------------------------------------------------------

@@ -111,19 +111,30 @@ def check_array(value, trailing_shape, dtype, name, support=None):
         raise ValueError(
             f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
             f"{_shape_text(shape)}")
+    cast = tf.cast(value, dtype)
     if not tf.is_tensor(value) or tf.executing_eagerly():
-        if not value_dtype.is_floating:
-            finite = np.ones([], bool)  # integers are always finite
-        elif tf.is_tensor(value):
-            finite = tf.math.is_finite(value)
-        else:
-            finite = np.isfinite(value)
-        if not bool(np.all(finite)):
-            bad = int(np.size(finite) - np.count_nonzero(finite))
-            raise ValueError(f"{name} contains {bad} NaN or Inf value(s)")
+        if value_dtype.is_floating:
+            _check_finite(value, cast, name)
         if support is not None:
             _check_support(value.numpy() if tf.is_tensor(value) else value, support, name)
-    return tf.cast(value, dtype)
+    return cast
+
+
+def _check_finite(value, cast, name):
+    """Raises ValueError if `value` holds NaN/Inf, or values that overflow in `cast`."""
+    finite = np.asarray(tf.math.is_finite(cast))
+    if bool(np.all(finite)):
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    originally = np.asarray(tf.math.is_finite(value) if tf.is_tensor(value)
+                            else np.isfinite(value))
+    overflowed = bad - int(originally.size - np.count_nonzero(originally))
+    if overflowed:
+        raise ValueError(
+            f"{name} contains {bad} value(s) that are NaN or Inf as {cast.dtype.name}, "
+            f"{overflowed} of them finite {tf.as_dtype(value.dtype).name} values too large "
+            f"for {cast.dtype.name} (largest magnitude {float(tf.as_dtype(cast.dtype).max):g})")
+    raise ValueError(f"{name} contains {bad} NaN or Inf value(s)")
 
 
 def check_dataset(dataset, specs, dtype, support=None):

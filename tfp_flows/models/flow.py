@@ -370,7 +370,7 @@ class Flow(keras.Model):
                              f"y={describe(y)}; pass conditioning data as context=")
         if not self.compiled:
             raise RuntimeError("call compile() before fit()")
-        data = self._prepare(x, context, "x")
+        data = _non_empty(self._prepare(x, context, "x"), "fit")
         if isinstance(data, tf.data.Dataset):
             # A dataset is shuffled (or not) by its own pipeline; Keras warns otherwise.
             kwargs.setdefault("shuffle", False)
@@ -392,7 +392,8 @@ class Flow(keras.Model):
             return super().evaluate(x, y, **kwargs)
         if y is not None:
             raise ValueError(f"Flow.evaluate takes no targets y, got y={describe(y)}")
-        return super().evaluate(self._prepare(x, context, "x"), **kwargs)
+        return super().evaluate(_non_empty(self._prepare(x, context, "x"), "evaluate"),
+                                **kwargs)
 
     # -- inference -------------------------------------------------------------------------
 
@@ -531,6 +532,10 @@ class Flow(keras.Model):
                 `[n, context_size]`.
         """
         _validation.check_positive_int("n", n)
+        if (tf.is_tensor(temperature) or isinstance(temperature, np.ndarray)) and \
+                temperature.shape == () and tf.as_dtype(temperature.dtype).is_floating and \
+                tf.executing_eagerly():
+            temperature = float(temperature)  # a scalar tensor or array holding a number
         _validation.check_positive_number("temperature", temperature)
         _validation.check_int("seed", seed, allow_none=True)
         if seed is None:
@@ -634,6 +639,15 @@ class Flow(keras.Model):
         if self.num_eval_samples != 1:
             config["num_eval_samples"] = self.num_eval_samples
         return config
+
+
+def _non_empty(data, method):
+    """`data` (as `_prepare` returns it) unless it is an array of zero examples."""
+    x = data["x"] if isinstance(data, dict) else data
+    if not isinstance(data, tf.data.Dataset) and x.shape[0] == 0:
+        raise ValueError(f"Flow.{method} got x with 0 examples (shape {x.shape.as_list()}); "
+                         "pass at least one")
+    return data
 
 
 def _check_seed(seed):
