@@ -28,8 +28,7 @@ Both commands write into `--out`:
   state, the newest `--keep-checkpoints` kept) and `checkpoints/checkpoint.json`, see
   `tfp_flows.training.EpochCheckpoint`;
 - `logs/`: TensorBoard logs (`tensorboard --logdir OUT/logs`), written by
-  `keras.callbacks.TensorBoard`, or as epoch scalars alone when the `tensorboard` package
-  is not installed (see `tfp_flows.training.tensorboard_callback`). Image runs also log the
+  `keras.callbacks.TensorBoard` (`tensorboard` is a dependency). Image runs also log the
   test set's loss and bits per dimension after every epoch (`val_...`; for monitoring
   only, nothing is selected by it).
 

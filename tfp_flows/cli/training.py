@@ -16,7 +16,6 @@ from tfp_flows.training import (
     EpochCheckpoint,
     checkpoint_path,
     list_checkpoints,
-    tensorboard_callback,
 )
 from tfp_flows.training import resume as load_newest_checkpoint
 from tfp_flows.training.checkpoints import CHECKPOINT_INDEX
@@ -132,7 +131,7 @@ def _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints):
     return [
         EpochCheckpoint(checkpoint_dir, keep=keep_checkpoints, fresh=initial_epoch == 0,
                         metadata={"settings": settings}),
-        tensorboard_callback(log_dir),
+        keras.callbacks.TensorBoard(log_dir, write_graph=False),
     ]
 
 
