@@ -6,9 +6,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows.cli.catalog import (
+    DATA_KINDS,
+    IMAGE_DATASETS,
+    TEST_FRACTION,
+    TFDS_PREFIX,
+    dataset_kind,
+)
 from tfp_flows.datasets import (
     DIGITS_NUM_BINS,
-    TOY_DATASETS,
     load_digits,
     load_tfds,
     load_toy,
@@ -26,19 +32,6 @@ __all__ = [
     "shuffled_batches",
 ]
 
-# Image sets by name: tfds names with their preprocessing; `tfds:NAME` takes any other.
-IMAGE_DATASETS = {
-    "digits": None,  # scikit-learn's bundled digits, no download
-    "mnist": {},
-    "fashion_mnist": {},
-    "cifar10": {},
-    "celeb_a": {"center_crop": 148, "image_size": 64},
-}
-TFDS_PREFIX = "tfds:"
-TEST_FRACTION = 0.2
-# The command's kinds of dataset -> the kinds of data of `tfp_flows.models.FAMILIES`.
-DATA_KINDS = {"toy": "vector", "image": "image"}
-
 RunData = collections.namedtuple("RunData", "train test test_levels num_bins is_image")
 RunData.__doc__ = """A run's data.
 
@@ -46,15 +39,6 @@ RunData.__doc__ = """A run's data.
 holds the integer levels (dequantized afresh in every epoch) and `test` one fixed
 dequantization of `test_levels`. `num_bins` is the number of levels (`None` for toy data).
 """
-
-
-def dataset_kind(name):
-    """`"toy"` or `"image"` for a dataset name, `None` if unknown."""
-    if name in TOY_DATASETS:
-        return "toy"
-    if name in IMAGE_DATASETS or (name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX)):
-        return "image"
-    return None
 
 
 def load_data(settings, data_dir=None):
