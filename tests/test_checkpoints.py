@@ -14,7 +14,6 @@ from tensorflow.core.util import event_pb2
 import tfp_flows as tff
 from tfp_flows.training import (
     EpochCheckpoint,
-    EpochSummaries,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
@@ -210,15 +209,29 @@ def _scalars(log_dir):
     return values
 
 
-def test_epoch_summaries_write_tensorboard_scalars(tmp_path):
+def test_keras_tensorboard_writes_epoch_scalars(tmp_path):
+    # `tensorboard` is a dependency: Keras' own callback writes the event files.
     flow = _flow()
     flow.fit(X, batch_size=16, epochs=2, verbose=0, validation_data=X[:16],
-             callbacks=[EpochSummaries(tmp_path)])
+             callbacks=[keras.callbacks.TensorBoard(tmp_path)])
     scalars = _scalars(tmp_path)
     assert {("train", "epoch_loss"), ("train", "epoch_bits_per_dim"),
             ("train", "epoch_learning_rate"), ("validation", "epoch_loss")} <= set(scalars)
     assert [step for step, _ in scalars[("train", "epoch_loss")]] == [0, 1]
     assert all(np.isfinite(v) for _, v in scalars[("train", "epoch_loss")])
+
+
+def test_deprecated_tensorboard_names_are_keras_tensorboard(tmp_path):
+    from tfp_flows.training import EpochSummaries, tensorboard_callback
+
+    with pytest.warns(DeprecationWarning, match="keras.callbacks.TensorBoard"):
+        callback = tensorboard_callback(tmp_path / "a")
+    assert type(callback) is keras.callbacks.TensorBoard
+    with pytest.warns(DeprecationWarning, match="keras.callbacks.TensorBoard"):
+        summaries = EpochSummaries(tmp_path / "b")
+    flow = _flow()
+    flow.fit(X, batch_size=16, epochs=1, verbose=0, callbacks=[summaries])
+    assert [step for step, _ in _scalars(tmp_path / "b")[("train", "epoch_loss")]] == [0]
 
 
 def test_metadata_must_be_a_json_serialisable_dict(tmp_path):

@@ -625,3 +625,179 @@ def test_resumed_image_run_ends_where_an_uninterrupted_one_does(tmp_path):
         assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1, 2]
     with open(full / "metrics.json") as a, open(resumed / "metrics.json") as b:
         assert json.load(a)["test_bpd"] == pytest.approx(json.load(b)["test_bpd"], rel=1e-5)
+
+
+def _run_command(args, tmp_path, env=None, timeout=300):
+    """Runs `python -m tfp_flows.cli ARGS` in a subprocess -> CompletedProcess."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key != "TF_CPP_MIN_LOG_LEVEL"}
+    environment.update({"PYTHONPATH": ROOT, **(env or {})})
+    return subprocess.run([sys.executable, "-m", "tfp_flows.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path, env=environment)
+
+
+def test_help_imports_no_tensorflow(tmp_path):
+    script = (
+        "import sys\n"
+        "from tfp_flows.cli import build_parser, main\n"
+        "build_parser()\n"
+        "for argv in ([], ['--help'], ['train', '--help'], ['demo', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'tensorflow_probability'))\n"
+        "assert not loaded, loaded[:5]\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "flow families (--model NAME" in result.stdout
+
+
+def test_the_parser_catalog_matches_the_library():
+    from tfp_flows.cli import catalog
+    from tfp_flows.datasets import TOY_DATASETS
+    from tfp_flows.models import SETTINGS
+
+    # What `--help` shows before TensorFlow is loaded is what the library registers.
+    builtin = {name: family for name, family in FAMILIES.items()
+               if family.builder.__module__.startswith("tfp_flows.")}
+    assert catalog.describe_families(builtin) == catalog._FAMILIES, \
+        "update the snapshot in tfp_flows/cli/catalog.py"
+    assert dict(catalog._SETTINGS) == dict(SETTINGS)
+    assert catalog._TOY_DATASET_NAMES == tuple(TOY_DATASETS)
+    assert catalog.families() == catalog.describe_families(FAMILIES)
+
+
+@pytest.mark.slow
+def test_command_output_is_clean_and_counts_steps_within_the_epoch(tmp_path):
+    # 1,600 training points in batches of 64: 25 steps, run 10 at a time (10, 20, 25).
+    result = _run_command(["train", "--model", "nice", "--dataset", "two_moons", "--out",
+                           str(tmp_path / "out"), "--epochs", "2", "--num-points", "2000",
+                           "--num-layers", "2", "--hidden-units", "8", "--batch-size", "64"],
+                          tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # the bar's colours
+    counts = [(int(done), int(total)) for done, total in re.findall(r"(\d+)/(\d+) ", plain)]
+    assert (25, 25) in counts and all(done <= total for done, total in counts), counts
+    # TensorFlow's start-up log (CUDA probing, oneDNN notes) is hidden.
+    assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr, result.stderr
+    assert "I0000" not in result.stderr and "E0000" not in result.stderr, result.stderr
+
+
+def test_a_nan_stop_is_one_line_and_a_failure(tmp_path):
+    out = tmp_path / "nan"
+    error = io.StringIO()
+    with contextlib.redirect_stderr(error), contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main(["train", "--model", "nice", "--dataset", "two_moons", "--out",
+                           str(out), "--num-layers", "2", "--hidden-units", "8",
+                           "--learning-rate", "1e38", "--epochs", "3", *TINY[2:]])
+    assert status == 1
+    lines = error.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tfp-flows: error: training loss became")
+    assert "Traceback" not in error.getvalue()
+    assert not (out / "metrics.json").exists()
+
+
+def test_resume_over_damaged_checkpoints_says_so(tmp_path, capsys):
+    out = tmp_path / "damaged"
+    (out / "checkpoints").mkdir(parents=True)
+    for number in (1, 2):
+        (out / "checkpoints" / f"epoch-{number:04d}.keras").write_bytes(b"garbage")
+    argv = [*RESUME_ARGS, "--out", str(out), "--resume"]
+    argv[argv.index("--epochs") + 1] = "1"
+    with pytest.warns(RuntimeWarning, match="skipping damaged checkpoint"):
+        assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "--resume: all 2 checkpoint(s) in" in printed and "are damaged" in printed
+    assert "use --resume" not in printed and "no usable checkpoint" not in printed
+    assert [n for n, _ in list_checkpoints(out / "checkpoints")] == [1]
+
+
+def test_offline_tfds_set_fails_in_one_line(tmp_path):
+    # No network: a proxy on a closed loopback port refuses every download at once.
+    closed = "http://127.0.0.1:9"
+    result = _run_command(["train", "--model", "nice", "--dataset", "mnist", "--out",
+                           str(tmp_path / "out"), "--data-dir", str(tmp_path / "empty"),
+                           "--epochs", "1"], tmp_path,
+                          env={"HTTP_PROXY": closed, "HTTPS_PROXY": closed,
+                               "http_proxy": closed, "https_proxy": closed, "NO_PROXY": "",
+                               "no_proxy": ""}, timeout=240)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "tfp-flows: error:" in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("tfp-flows: error: cannot download mnist into ")
+    assert errors[0].endswith("use --data-dir DIR holding the prepared set, or --dataset "
+                              "digits (no download)")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_an_image_size_that_does_not_fit_fails_before_downloading(tmp_path, capsys,
+                                                                   monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--model", "glow", "--dataset", "mnist", "--out", str(tmp_path),
+                  "--data-dir", str(tmp_path / "empty"), "--num-levels", "3"])
+    assert raised.value.code == 2
+    assert "--model glow on mnist (images of shape [28, 28, 1]): Glow with num_levels=3 " \
+           "needs height and width divisible by 8" in capsys.readouterr().err
+
+
+def _fake_cifar10(directory, num_train, num_test):
+    """CIFAR-10's binary files (label byte, 3,072 image bytes per record), few records."""
+    rng = np.random.default_rng(0)
+    root = directory / "cifar-10-batches-bin"
+    root.mkdir(parents=True)
+    (root / "batches.meta.txt").write_text("\n".join(f"class{i}" for i in range(10)))
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for name in names:
+        count = num_test if name == "test_batch.bin" else num_train // 5
+        records = np.concatenate([rng.integers(0, 10, [count, 1]),
+                                  rng.integers(0, 256, [count, 3072])], axis=1)
+        (root / name).write_bytes(records.astype(np.uint8).tobytes())
+    return directory
+
+
+@pytest.mark.slow
+def test_cifar10_prepares_and_streams_through_the_real_tfds_path(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    # Only the network is replaced: tfds prepares the set from these files with its own
+    # code (the imports a fresh install needs), and the run streams it from disk.
+    source = _fake_cifar10(tmp_path / "source", num_train=40, num_test=20)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
+                        lambda self, url: str(source))
+    out = tmp_path / "cifar10"
+    assert cli.main(["train", "--model", "nice", "--dataset", "cifar10", "--epochs", "1",
+                     "--num-layers", "2", "--hidden-channels", "4", "--batch-size", "16",
+                     "--image-size", "8", "--data-dir", str(tmp_path / "data"), "--out",
+                     str(out), "--verbose", "0"]) == 0
+    metrics = _check_image_outputs(out, 8 * 8 * 3, 256)
+    assert metrics["num_train"] == 40 and metrics["num_test"] == 20
+    assert tfds.builder("cifar10", data_dir=str(tmp_path / "data")).is_prepared()
+
+
+def test_streamed_batches_depend_on_seed_and_epoch_alone():
+    from tfp_flows.cli.data import streamed_batches
+
+    levels = tf.data.Dataset.from_tensor_slices(np.arange(12, dtype=np.uint8).reshape(12, 1))
+    keras.utils.set_random_seed(0)
+
+    def epoch_batches(seed, epoch):
+        batches, counter = streamed_batches(levels, 12, 4, seed, shuffle_buffer=12)
+        counter.on_epoch_begin(epoch)
+        return np.concatenate([batch.numpy() for batch in batches])
+
+    first = epoch_batches(0, 1)
+    assert first.shape == (12, 1) and first.dtype == np.float32
+    assert sorted(np.floor(first[:, 0])) == list(range(12))
+    np.testing.assert_array_equal(first, epoch_batches(0, 1))
+    assert not np.array_equal(np.floor(first), np.floor(epoch_batches(0, 2)))
+    assert not np.array_equal(first, epoch_batches(1, 1))

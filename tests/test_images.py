@@ -113,3 +113,18 @@ def test_dequantize_dataset_unseeded_and_digits():
 def test_dequantize_dataset_rejects_bad_input(dataset, seed, match):
     with pytest.raises(TypeError, match=match):
         dequantize_dataset(dataset, seed=seed)
+
+
+def test_tfds_image_shape_reads_metadata_only(tmp_path):
+    from tfp_flows.datasets import tfds_image_shape
+
+    # An empty data directory: the shape comes from the feature description, no download.
+    assert tfds_image_shape("mnist", data_dir=str(tmp_path)) == ([28, 28, 1], 256)
+    assert tfds_image_shape("cifar10", 8, data_dir=str(tmp_path)) == ([8, 8, 3], 256)
+    assert tfds_image_shape("celeb_a", 64, center_crop=148,
+                            data_dir=str(tmp_path)) == ([64, 64, 3], 256)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=r"center_crop \[40, 40\] is larger than the images"):
+        tfds_image_shape("mnist", center_crop=40, data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"feature 'label' must be an integer image"):
+        tfds_image_shape("mnist", image_key="label", data_dir=str(tmp_path))

@@ -28,8 +28,7 @@ Both commands write into `--out`:
   state, the newest `--keep-checkpoints` kept) and `checkpoints/checkpoint.json`, see
   `tfp_flows.training.EpochCheckpoint`;
 - `logs/`: TensorBoard logs (`tensorboard --logdir OUT/logs`), written by
-  `keras.callbacks.TensorBoard`, or as epoch scalars alone when the `tensorboard` package
-  is not installed (see `tfp_flows.training.tensorboard_callback`). Image runs also log the
+  `keras.callbacks.TensorBoard` (`tensorboard` is a dependency). Image runs also log the
   test set's loss and bits per dimension after every epoch (`val_...`; for monitoring
   only, nothing is selected by it).
 
@@ -58,6 +57,7 @@ and `outputs` (plots, export, `metrics.json`).
 """
 
 
+import importlib
 import os
 import sys
 
@@ -69,16 +69,8 @@ from tfp_flows.cli.arguments import (
     build_parser,
     settings_of,
 )
-from tfp_flows.cli.data import (
-    IMAGE_DATASETS,
-    TEST_FRACTION,
-    TFDS_PREFIX,
-    dataset_kind,
-    shuffled_batches,
-)
-from tfp_flows.cli.errors import ResumeError, UsageError
-from tfp_flows.cli.outputs import EVAL_BATCH_SIZE, NUM_IMAGE_SAMPLES, NUM_SAMPLES
-from tfp_flows.cli.training import build_flow, run
+from tfp_flows.cli.catalog import IMAGE_DATASETS, TEST_FRACTION, TFDS_PREFIX, dataset_kind
+from tfp_flows.cli.errors import DataUnavailableError, ResumeError, UsageError
 
 __all__ = [
     "DEMO_DEFAULTS",
@@ -91,6 +83,7 @@ __all__ = [
     "QUICK_SETTINGS",
     "TEST_FRACTION",
     "TFDS_PREFIX",
+    "DataUnavailableError",
     "ResumeError",
     "UsageError",
     "build_parser",
@@ -98,14 +91,27 @@ __all__ = [
     "run",
 ]
 
-# The names of the single-module command, kept for code that used them.
+# Names of the modules that import TensorFlow, loaded when first used, so that building
+# the parser and printing help import none of them.
+_LAZY = {
+    "EVAL_BATCH_SIZE": ("outputs", "EVAL_BATCH_SIZE"),
+    "NUM_IMAGE_SAMPLES": ("outputs", "NUM_IMAGE_SAMPLES"),
+    "NUM_SAMPLES": ("outputs", "NUM_SAMPLES"),
+    "run": ("training", "run"),
+    "build_flow": ("training", "build_flow"),
+    "shuffled_batches": ("data", "shuffled_batches"),
+    # The names of the single-module command, kept for code that used them.
+    "_shuffled_batches": ("data", "shuffled_batches"),
+    "_build_flow": ("training", "build_flow"),
+}
 _settings = settings_of
-_shuffled_batches = shuffled_batches
 _dataset_kind = dataset_kind
-_build_flow = build_flow
 
 
 def __getattr__(name):
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
     # `MODELS` was a fixed tuple; the families now live in the registry and may change.
     if name == "MODELS":
         from tfp_flows.models import FAMILIES
@@ -114,11 +120,57 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow without its start-up log, unless the user chose a log level.
+
+    On a CPU machine TensorFlow logs CUDA probing (`failed call to cuInit`), oneDNN and
+    CPU-feature notes; none of it concerns a `tfp-flows` user. With `TF_CPP_MIN_LOG_LEVEL`
+    unset, the command sets it to 3 (C++ errors included: Python exceptions still report
+    failures) and, as the lines TensorFlow writes while loading come before its logging
+    reads that level, discards what is written to the stderr file descriptor during the
+    import. A level the user set is left alone, and so is everything after the import.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable descriptor 2: nothing to hide
+        import tensorflow  # noqa: F401
+        return
+    os.dup2(null, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+        import tensorflow_probability  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _fail(message):
+    """Reports a run that cannot go on in one line on stderr; returns the exit status."""
+    print(f"tfp-flows: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
-    """Runs the `tfp-flows` command with `argv` (default: `sys.argv[1:]`); returns 0."""
+    """Runs the `tfp-flows` command with `argv` (default: `sys.argv[1:]`).
+
+    Returns:
+        0 on success; 1 when the run fails on its data or its training (data that cannot
+        be downloaded, a loss that became NaN), after one line on stderr. Bad arguments
+        exit through argparse (status 2).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    _import_tensorflow_quietly()
+    for package in ("bijectors", "distributions", "models", "training"):
+        # What `import tfp_flows` loads: every Keras class registered, for checkpoints.
+        importlib.import_module(f"tfp_flows.{package}")
     try:
         settings = settings_of(args)
     except UsageError as error:
@@ -131,14 +183,22 @@ def main(argv=None):
     if not os.access(out, os.W_OK):
         parser.error(f"output directory --out {args.out!r} is not writable")
     is_train = args.command == "train"
+    from tfp_flows.cli.training import run
+
     try:
         metrics = run(settings, out, verbose=args.verbose, checkpoints=is_train,
                       resume=is_train and args.resume,
                       keep_checkpoints=getattr(args, "keep_checkpoints", KEEP_CHECKPOINTS),
                       temperature=getattr(args, "temperature", None) or 1.0,
                       data_dir=getattr(args, "data_dir", None))
+    except DataUnavailableError as error:
+        return _fail(str(error))
     except UsageError as error:
         parser.error(str(error))
+    except FloatingPointError as error:
+        # NaNGuard stopped training; the checkpoints written before are intact.
+        kept = " Checkpoints of the completed epochs are kept." if is_train else ""
+        return _fail(f"{error}{kept}")
     estimator = metrics["log_prob_estimator"]
     bound = "" if estimator == "exact" else f", a bound: {estimator}"
     print(f"{settings['model']} on {settings['dataset']}: train NLL {metrics['train_nll']:.4f}, "

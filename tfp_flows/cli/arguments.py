@@ -2,22 +2,24 @@
 
 What depends on the flow family comes from `tfp_flows.models.FAMILIES`: the `--model`
 choices, the families listed by `train --help`, which model options apply to which family
-on which kind of data, and their defaults where a family has its own.
+on which kind of data, and their defaults where a family has its own. Building the parser
+imports no TensorFlow (it reads `tfp_flows.cli.catalog`); the settings of a run do.
 """
 
 import argparse
 import textwrap
 
-from tfp_flows.cli.data import (
+from tfp_flows.cli.catalog import (
     DATA_KINDS,
     IMAGE_DATASETS,
     TEST_FRACTION,
     TFDS_PREFIX,
     dataset_kind,
+    families,
+    toy_dataset_names,
 )
+from tfp_flows.cli.catalog import settings as model_settings
 from tfp_flows.cli.errors import UsageError
-from tfp_flows.datasets import TOY_DATASETS
-from tfp_flows.models.registry import FAMILIES, SETTINGS, get_family
 
 __all__ = [
     "DEMO_DEFAULTS",
@@ -66,7 +68,7 @@ _TOY_DATA_SETTINGS = ("num_points",)
 _IMAGE_DATA_SETTINGS = ("weight_decay", "logit_alpha")
 _TFDS_SETTINGS = ("image_size", "train_split", "test_split")
 # Options that are settings of a run (recorded in metrics.json and checkpoints).
-_RUN_SETTINGS = (*DEMO_DEFAULTS, *IMAGE_DEFAULTS, *SETTINGS)
+_RUN_SETTINGS = (*DEMO_DEFAULTS, *IMAGE_DEFAULTS, *model_settings())
 _KIND_LABELS = {"vector": "toy data", "image": "images"}
 
 
@@ -125,7 +127,8 @@ def _logit_alpha(text):
 def _dataset_name(text):
     if dataset_kind(text) is None:
         raise argparse.ArgumentTypeError(
-            f"unknown dataset {text!r}: choose a toy density ({', '.join(sorted(TOY_DATASETS))}), "
+            f"unknown dataset {text!r}: choose a toy density "
+            f"({', '.join(sorted(toy_dataset_names()))}), "
             f"an image set ({', '.join(IMAGE_DATASETS)}) or any tensorflow-datasets image set "
             f"as {TFDS_PREFIX}NAME")
     return text
@@ -184,7 +187,7 @@ def _add_demo_parser(commands):
         description="Train a RealNVP on a toy 2-D density (two moons by default) and write "
                     "metrics.json, density.png, samples.png and saved_model/ into --out.")
     _add_run_arguments(demo, {**DEMO_DEFAULTS, "out": "./tfp_flows_demo", "epochs": None,
-                              "num_points": None}, sorted(TOY_DATASETS),
+                              "num_points": None}, sorted(toy_dataset_names()),
                        notes={key: f"{DEMO_DEFAULTS[key]}, {QUICK_SETTINGS[key]} with --quick"
                               for key in ("epochs", "num_points")})
     demo.add_argument("--quick", action="store_true",
@@ -197,9 +200,10 @@ def _add_demo_parser(commands):
 def _families_epilog():
     """The registered families, one paragraph each, for the end of `train --help`."""
     lines = ["flow families (--model NAME, registered in tfp_flows.models.FAMILIES):"]
-    width = max((len(name) for name in FAMILIES), default=0)
-    for name in sorted(FAMILIES):
-        family = FAMILIES[name]
+    registered = families()
+    width = max((len(name) for name in registered), default=0)
+    for name in sorted(registered):
+        family = registered[name]
         data = " and ".join(_KIND_LABELS[kind] for kind in family.data_kinds)
         lines += textwrap.wrap(f"{name:<{width}}  {data}: {family.description}", width=78,
                                initial_indent="  ", subsequent_indent=" " * (width + 4))
@@ -209,13 +213,15 @@ def _families_epilog():
 def _model_option_help(setting):
     """What `setting` means, and which families take it on which data (from the registry)."""
     uses = []
+    registered = families()
     for kind, label in _KIND_LABELS.items():
-        names = [name + (f" (as {FAMILIES[name].arguments[setting]})"
-                         if setting in FAMILIES[name].arguments else "")
-                 for name in sorted(FAMILIES) if setting in FAMILIES[name].options.get(kind, ())]
+        names = [name + (f" (as {registered[name].arguments[setting]})"
+                         if setting in registered[name].arguments else "")
+                 for name in sorted(registered)
+                 if setting in registered[name].options.get(kind, ())]
         if names:
             uses.append(f"{', '.join(names)} on {label}")
-    return f"{SETTINGS[setting]} ({'; '.join(uses) if uses else 'no family takes it'})"
+    return f"{model_settings()[setting]} ({'; '.join(uses) if uses else 'no family takes it'})"
 
 
 def _add_train_parser(commands):
@@ -227,7 +233,7 @@ def _add_train_parser(commands):
         "train", help="train a chosen flow on a toy density or an image set",
         description=textwrap.fill(description, width=78), epilog=_families_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--model", choices=sorted(FAMILIES), required=True,
+    train.add_argument("--model", choices=sorted(families()), required=True,
                        help="flow family (listed below with the data each one models)")
     _add_run_arguments(train, {}, None)
     train.add_argument("--batch-size", type=_positive_int, help="examples per step")
@@ -262,7 +268,7 @@ def _add_image_arguments(image):
 
 def build_parser():
     """Returns the `argparse` parser of the `tfp-flows` command."""
-    missing = set(SETTINGS) - set(_MODEL_OPTIONS)
+    missing = set(model_settings()) - set(_MODEL_OPTIONS)
     if missing:  # a setting added to the registry needs its parsing here
         raise RuntimeError(f"no command-line option parses the settings {sorted(missing)}")
     parser = argparse.ArgumentParser(
@@ -293,6 +299,8 @@ def _check_data_kind(family, kind, dataset):
 
 
 def _train_settings(args):
+    from tfp_flows.models.registry import get_family  # imports TensorFlow
+
     family = get_family(args.model)
     kind = dataset_kind(args.dataset)
     _check_data_kind(family, kind, args.dataset)

@@ -1,6 +1,10 @@
-"""The errors of the `tfp-flows` command; `main` reports them as argparse errors (exit 2)."""
+"""The errors of the `tfp-flows` command.
 
-__all__ = ["ResumeError", "UsageError"]
+`main` reports a `UsageError` as an argparse error (exit 2) and a `DataUnavailableError` in
+one line (exit 1).
+"""
+
+__all__ = ["DataUnavailableError", "ResumeError", "UsageError"]
 
 
 class UsageError(ValueError):
@@ -9,3 +13,7 @@ class UsageError(ValueError):
 
 class ResumeError(UsageError):
     """`--resume` asked to continue a checkpoint written with different settings."""
+
+
+class DataUnavailableError(UsageError):
+    """The dataset is neither on disk nor downloadable (offline, blocked, ...)."""

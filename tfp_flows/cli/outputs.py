@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows._atomic import write_json
+from tfp_flows.cli.data import EVAL_BATCH_SIZE, evaluation_batches
 from tfp_flows.datasets import plot_density, plot_image_grid, plot_samples
 from tfp_flows.distributions import uniform_dequantize
 from tfp_flows.training import bits_per_dim
@@ -23,16 +24,20 @@ __all__ = ["EVAL_BATCH_SIZE", "NUM_IMAGE_SAMPLES", "NUM_SAMPLES", "mean_nll", "w
 
 NUM_SAMPLES = 5000
 NUM_IMAGE_SAMPLES = 64
-EVAL_BATCH_SIZE = 256
 
 
 def mean_nll(flow, x, dequantize_seed=None):
     """Mean negative log-likelihood of `x` in nats, in float64, evaluated in batches.
 
-    With `dequantize_seed`, integer `x` is dequantized batch by batch (seeded by the seed
-    and the batch), so no float copy of the whole set is made.
+    `x` is an array, or a `tf.data.Dataset` of batches (streamed, never held whole). With
+    `dequantize_seed`, an integer array `x` is dequantized batch by batch (seeded by the
+    seed and the batch), so no float copy of the whole set is made.
     """
     log_probs = []
+    if isinstance(x, tf.data.Dataset):
+        for batch in x:
+            log_probs.append(flow.log_prob(batch).numpy().astype(np.float64))
+        return float(-np.mean(np.concatenate(log_probs)))
     for start in range(0, len(x), EVAL_BATCH_SIZE):
         batch = x[start:start + EVAL_BATCH_SIZE]
         if dequantize_seed is not None:
@@ -44,7 +49,8 @@ def mean_nll(flow, x, dequantize_seed=None):
 def _image_outputs(flow, data, settings, out, temperature):
     """Plots sampled images; returns `(train_nll, samples, nll_units)`."""
     seed = settings["seed"]
-    train_nll = mean_nll(flow, data.train, dequantize_seed=seed + 2)
+    train = evaluation_batches(data, "train", dequantize_seed=seed + 2)
+    train_nll = mean_nll(flow, train, dequantize_seed=seed + 2)
     samples = flow.sample(NUM_IMAGE_SAMPLES, temperature=temperature, seed=seed).numpy()
     plot_image_grid(samples, os.path.join(out, "samples.png"), data.num_bins,
                     data=data.test_levels,
@@ -92,7 +98,8 @@ def write_outputs(flow, data, settings, out, *, start, train_seconds, initial_ep
         train_nll, samples, units = _image_outputs(flow, data, settings, out, temperature)
     else:
         train_nll, samples, units = _toy_outputs(flow, data, settings, out)
-    test_nll = mean_nll(flow, data.test)
+    test = evaluation_batches(data, "test", dequantize_seed=settings["seed"] + 1)
+    test_nll = mean_nll(flow, test)
     flow.export(os.path.join(out, "saved_model"))
     space = ({} if data.num_bins is None
              else {"num_bins": data.num_bins, "density_space": "bins"})
@@ -107,8 +114,8 @@ def write_outputs(flow, data, settings, out, *, start, train_seconds, initial_ep
         # "exact", or for a flow whose density is a bound the estimator and its samples.
         "log_prob_estimator": flow.log_prob_estimator,
         "num_bins": data.num_bins,
-        "num_train": len(data.train),
-        "num_test": len(data.test),
+        "num_train": data.num_train,
+        "num_test": data.num_test,
         "num_samples": len(samples),
         "sample_temperature": temperature if data.is_image else 1.0,
         "samples_finite": bool(np.all(np.isfinite(samples))),

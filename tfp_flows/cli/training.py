@@ -8,23 +8,49 @@ import time
 import keras
 
 from tfp_flows.cli.arguments import KEEP_CHECKPOINTS
-from tfp_flows.cli.data import load_data, shuffled_batches
+from tfp_flows.cli.data import (
+    EVAL_BATCH_SIZE,
+    evaluation_batches,
+    is_streamed,
+    load_data,
+    training_batches,
+)
 from tfp_flows.cli.errors import ResumeError, UsageError
-from tfp_flows.cli.outputs import EVAL_BATCH_SIZE, write_outputs
+from tfp_flows.cli.outputs import write_outputs
 from tfp_flows.models.registry import get_family
 from tfp_flows.training import (
     EpochCheckpoint,
     checkpoint_path,
     list_checkpoints,
-    tensorboard_callback,
 )
 from tfp_flows.training import resume as load_newest_checkpoint
 from tfp_flows.training.checkpoints import CHECKPOINT_INDEX
 
-__all__ = ["build_flow", "run"]
+__all__ = ["StepProgbarLogger", "build_flow", "run"]
 
 # Settings a resumed run may change from the checkpoint it continues (none other).
 _RESUMABLE_CHANGES = ("epochs",)
+
+
+class StepProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, never counting past the steps an epoch has.
+
+    With `steps_per_execution=k`, Keras reports the last step of each `k`-step execution,
+    also for the last, shorter one: 22 steps at `k=10` showed `30/22`. Training is right
+    (the last execution stops with the data); only the count is clamped here.
+    """
+
+    def _clamped(self, batch):
+        return batch if self.target is None else min(batch, self.target - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._clamped(batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._clamped(batch), logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        super().on_predict_batch_end(self._clamped(batch), logs)
 
 
 def build_flow(settings, event_shape, num_bins=None):
@@ -47,7 +73,7 @@ def build_flow(settings, event_shape, num_bins=None):
 
 def _compiled_flow(settings, data, steps_per_epoch):
     """A fresh flow compiled with the run's optimizer and learning-rate schedule."""
-    flow = build_flow(settings, list(data.train.shape[1:]), data.num_bins)
+    flow = build_flow(settings, list(data.event_shape), data.num_bins)
     learning_rate = keras.optimizers.schedules.CosineDecay(
         settings["learning_rate"], decay_steps=steps_per_epoch * settings["epochs"])
     # Clipping stops the rare huge gradient of a far-out point from undoing training.
@@ -100,7 +126,13 @@ def resume_from_checkpoint(settings, directory, steps_per_epoch):
     """
     flow, completed = load_newest_checkpoint(directory)
     if flow is None:
-        print(f"--resume: no usable checkpoint in {directory}; starting fresh")
+        found = list_checkpoints(directory)
+        if found:
+            print(f"--resume: all {len(found)} checkpoint(s) in {directory} are damaged or "
+                  "fail to load (see the warnings above); starting fresh: they will be "
+                  "replaced once this run's first checkpoint is written")
+        else:
+            print(f"--resume: no usable checkpoint in {directory}; starting fresh")
         return None, 0
     _check_same_settings(settings, directory)
     print(f"--resume: continuing from {completed} completed epoch(s) "
@@ -118,21 +150,24 @@ def resume_from_checkpoint(settings, directory, steps_per_epoch):
     return flow, completed
 
 
-def _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints):
-    """Checkpoints every epoch into `out/checkpoints`, TensorBoard logs into `out/logs`."""
+def _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints, resume=False):
+    """Checkpoints every epoch into `out/checkpoints`, TensorBoard logs into `out/logs`.
+
+    With `resume`, a fresh start has said why already (no usable checkpoint).
+    """
     checkpoint_dir = os.path.join(out, "checkpoints")
     log_dir = os.path.join(out, "logs")
     if initial_epoch == 0:
         # A fresh run: logs of an earlier one would be drawn over these.
         shutil.rmtree(log_dir, ignore_errors=True)
-        if list_checkpoints(checkpoint_dir):
+        if list_checkpoints(checkpoint_dir) and not resume:
             print(f"{checkpoint_dir} holds checkpoints of an earlier run; they will be "
                   "replaced once this run's first checkpoint is written (use --resume to "
                   "continue that run instead)")
     return [
         EpochCheckpoint(checkpoint_dir, keep=keep_checkpoints, fresh=initial_epoch == 0,
                         metadata={"settings": settings}),
-        tensorboard_callback(log_dir),
+        keras.callbacks.TensorBoard(log_dir, write_graph=False),
     ]
 
 
@@ -142,12 +177,16 @@ def _fit(flow, data, settings, initial_epoch, callbacks, verbose):
         print(f"--resume: {initial_epoch} epoch(s) already complete (--epochs "
               f"{settings['epochs']}); evaluating without training")
         return
-    batches, epoch_counter = shuffled_batches(data.train, settings["batch_size"],
-                                              settings["seed"], dequantize=data.is_image)
+    batches, epoch_counter = training_batches(data, settings["batch_size"], settings["seed"])
+    validation = {}
+    if is_streamed(data):
+        validation = {"validation_data": evaluation_batches(
+            data, "test", dequantize_seed=settings["seed"] + 1)}
+    elif data.is_image:
+        validation = {"validation_data": data.test, "validation_batch_size": EVAL_BATCH_SIZE}
     flow.fit(batches, epochs=settings["epochs"], initial_epoch=initial_epoch, shuffle=False,
-             verbose=verbose, callbacks=[epoch_counter, *callbacks],
-             validation_data=data.test if data.is_image else None,
-             validation_batch_size=EVAL_BATCH_SIZE if data.is_image else None)
+             verbose=verbose, callbacks=[epoch_counter, StepProgbarLogger(), *callbacks],
+             **validation)
 
 
 def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
@@ -176,12 +215,14 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
     """
     start = time.perf_counter()
     keras.utils.set_random_seed(settings["seed"])
-    data = load_data(settings, data_dir)
+    # Settings that do not fit a tfds set's images fail before it is downloaded.
+    data = load_data(settings, data_dir, check_event_shape=lambda shape, num_bins: build_flow(
+        settings, list(shape), num_bins))
     batch_size = settings["batch_size"]
-    if batch_size > len(data.train):
-        raise UsageError(f"--batch-size {batch_size} is larger than the {len(data.train)} "
+    if batch_size > data.num_train:
+        raise UsageError(f"--batch-size {batch_size} is larger than the {data.num_train} "
                          "training examples")
-    steps_per_epoch = len(data.train) // batch_size
+    steps_per_epoch = data.num_train // batch_size
     flow, initial_epoch = None, 0
     if resume:
         flow, initial_epoch = resume_from_checkpoint(
@@ -190,7 +231,8 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         flow = _compiled_flow(settings, data, steps_per_epoch)
     callbacks = []
     if checkpoints or resume:
-        callbacks = _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints)
+        callbacks = _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints,
+                                          resume=resume)
     _fit(flow, data, settings, initial_epoch, callbacks, verbose)
     return write_outputs(flow, data, settings, out, start=start,
                          train_seconds=time.perf_counter() - start,

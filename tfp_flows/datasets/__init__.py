@@ -5,6 +5,8 @@ from tfp_flows.datasets.images import (
     dequantize_dataset,
     load_digits,
     load_tfds,
+    prepare_tfds,
+    tfds_image_shape,
 )
 from tfp_flows.datasets.plotting import (
     density_grid,
@@ -33,9 +35,11 @@ __all__ = [
     "load_tfds",
     "load_toy",
     "pinwheel",
+    "prepare_tfds",
     "plot_density",
     "plot_image_grid",
     "plot_samples",
     "spirals",
+    "tfds_image_shape",
     "two_moons",
 ]

@@ -11,7 +11,8 @@ import tensorflow as tf
 from tfp_flows._validation import check_int
 from tfp_flows.distributions import uniform_dequantize
 
-__all__ = ["DIGITS_NUM_BINS", "dequantize_dataset", "load_digits", "load_tfds"]
+__all__ = ["DIGITS_NUM_BINS", "dequantize_dataset", "load_digits", "load_tfds",
+           "prepare_tfds", "tfds_image_shape"]
 
 # The scikit-learn digits are 8x8 counts of set pixels in 4x4 blocks: values 0..16.
 DIGITS_NUM_BINS = 17
@@ -73,6 +74,101 @@ def _to_levels(image, center_crop, image_size):
         resized = tf.image.resize(tf.cast(image, tf.float32), image_size, method="area")
         image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, dtype.max), dtype)
     return image
+
+
+def _levels_shape(shape, center_crop, image_size):
+    """`[H, W, C]` of an image of `shape` after `center_crop` and `image_size`."""
+    height, width, channels = shape
+    if center_crop is not None:
+        if height is not None and width is not None and (
+                center_crop[0] > height or center_crop[1] > width):
+            raise ValueError(f"center_crop {list(center_crop)} is larger than the images "
+                             f"({height}x{width})")
+        height, width = center_crop
+    if image_size is not None:
+        height, width = image_size
+    return [height, width, channels]
+
+
+def tfds_image_shape(name, image_size=None, *, center_crop=None, image_key="image",
+                     data_dir=None):
+    """`(shape, num_bins)` of the integer images `load_tfds` would give, from metadata alone.
+
+    Reads the dataset's feature description (`tfds.builder(name).info.features`), which
+    needs neither the data nor a download, so that settings that do not fit the images
+    (a size a multi-scale flow cannot squeeze, say) fail before anything is downloaded.
+
+    Args:
+        name: tfds dataset name, e.g. `"mnist"`.
+        image_size: the `image_size` of `load_tfds` (an int or `(height, width)`).
+        center_crop: the `center_crop` of `load_tfds`.
+        image_key: feature holding the image.
+        data_dir: tfds data directory.
+
+    Returns:
+        `([H, W, C], num_bins)`: the shape after cropping and resizing (`None` for a size
+        that varies between images and is not resized) and the number of levels (256
+        for uint8 images).
+
+    Raises:
+        ValueError: unknown dataset, no `image_key` feature or not an integer image of
+            rank 3, a bad size argument, or a crop larger than the images.
+    """
+    import tensorflow_datasets as tfds
+
+    image_size = None if image_size is None else _size_pair(image_size, "image_size")
+    center_crop = None if center_crop is None else _size_pair(center_crop, "center_crop")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(f"no tensorflow-datasets set named {name!r}") from error
+    features = builder.info.features
+    keys = list(features.keys()) if hasattr(features, "keys") else []
+    if image_key not in keys:
+        raise ValueError(f"{name!r} examples have no {image_key!r} feature; features: "
+                         f"{sorted(keys)}")
+    feature = features[image_key]
+    dtype = tf.as_dtype(getattr(feature, "np_dtype", None) or feature.dtype)
+    shape = tuple(feature.shape)
+    if not dtype.is_integer or len(shape) != 3:
+        raise ValueError(f"{name!r} feature {image_key!r} must be an integer image [H, W, C], "
+                         f"got {dtype.name} of shape {list(shape)}")
+    return _levels_shape(shape, center_crop, image_size), int(dtype.max) + 1
+
+
+def prepare_tfds(name, data_dir=None, download_retries=2):
+    """Makes sure a tfds set is prepared in `data_dir`, downloading it if it is not.
+
+    Args:
+        name: tfds dataset name.
+        data_dir: tfds data directory (tfds' default if `None`).
+        download_retries: connection retries per file. tensorflow-datasets' own default
+            (10, with growing back-off) keeps an offline machine waiting minutes before
+            it fails; a working connection rarely needs more than a couple.
+
+    Returns:
+        The `tfds` builder, prepared.
+
+    Raises:
+        OSError: the data could not be downloaded (no network, host unreachable, ...);
+            also tfds' `DownloadError` and `NonMatchingChecksumError`.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    from tensorflow_datasets.core.download import downloader
+
+    retries = getattr(downloader, "MAX_RETRIES", None)
+    if retries is not None:
+        downloader.MAX_RETRIES = min(retries, int(download_retries))
+    try:
+        builder.download_and_prepare()
+    finally:
+        if retries is not None:
+            downloader.MAX_RETRIES = retries
+    return builder
 
 
 def load_tfds(name, split, image_size=None, *, center_crop=None, image_key="image",
