@@ -120,36 +120,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow without its start-up log, unless the user chose a log level.
-
-    On a CPU machine TensorFlow logs CUDA probing (`failed call to cuInit`), oneDNN and
-    CPU-feature notes; none of it concerns a `tfp-flows` user. With `TF_CPP_MIN_LOG_LEVEL`
-    unset, the command sets it to 3 (C++ errors included: Python exceptions still report
-    failures) and, as the lines TensorFlow writes while loading come before its logging
-    reads that level, discards what is written to the stderr file descriptor during the
-    import. A level the user set is left alone, and so is everything after the import.
-    """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        sys.stderr.flush()
-        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):  # no usable descriptor 2: nothing to hide
-        import tensorflow  # noqa: F401
-        return
-    os.dup2(null, 2)
-    try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-        import tensorflow_probability  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 def _fail(message):
     """Reports a run that cannot go on in one line on stderr; returns the exit status."""
     print(f"tfp-flows: error: {message}", file=sys.stderr)
@@ -167,10 +137,6 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _import_tensorflow_quietly()
-    for package in ("bijectors", "distributions", "models", "training"):
-        # What `import tfp_flows` loads: every Keras class registered, for checkpoints.
-        importlib.import_module(f"tfp_flows.{package}")
     try:
         settings = settings_of(args)
     except UsageError as error:

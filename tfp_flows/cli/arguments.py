@@ -2,8 +2,8 @@
 
 What depends on the flow family comes from `tfp_flows.models.FAMILIES`: the `--model`
 choices, the families listed by `train --help`, which model options apply to which family
-on which kind of data, and their defaults where a family has its own. Building the parser
-imports no TensorFlow (it reads `tfp_flows.cli.catalog`); the settings of a run do.
+on which kind of data, and their defaults where a family has its own (read through
+`tfp_flows.cli.catalog`).
 """
 
 import argparse

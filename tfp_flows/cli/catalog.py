@@ -1,22 +1,12 @@
-"""What the command's parser needs to know, importable without TensorFlow.
+"""What the command's parser needs to know: its dataset names and the registered families.
 
-`tfp-flows --help` and `tfp-flows train --help` answer in a fraction of a second because
-building the parser imports neither TensorFlow nor the modules that do (the family
-builders, the datasets). The parser reads:
-
-- the dataset names of the command (`IMAGE_DATASETS`, `TFDS_PREFIX`, toy densities);
-- the families: their names, data kinds, descriptions and command-line settings.
-
-Both come from the library itself (`tfp_flows.datasets.TOY_DATASETS`,
-`tfp_flows.models.FAMILIES`, `tfp_flows.models.SETTINGS`) once those modules are loaded:
-a family registered at run time is listed and trainable. Before that (a fresh `tfp-flows`
-process), the parser reads the snapshot below of the built-in ones, which the test suite
-holds equal to the library's own tables.
+The families, their settings and the toy densities are read from the library's own tables
+(`tfp_flows.models.FAMILIES`, `tfp_flows.models.SETTINGS`,
+`tfp_flows.datasets.TOY_DATASETS`), the one source of truth: a family registered at run
+time is listed and trainable.
 """
 
 import collections
-import sys
-import types
 
 __all__ = [
     "DATA_KINDS",
@@ -51,36 +41,6 @@ FamilyInfo.__doc__ = """What the parser shows of a `tfp_flows.models.Family`.
 the builder keyword it becomes where the two names differ.
 """
 
-# Snapshots of the library's tables (tests/test_cli.py holds them equal).
-_TOY_DATASET_NAMES = ("two_moons", "checkerboard", "eight_gaussians", "spirals", "pinwheel")
-_SETTINGS = types.MappingProxyType({
-    "num_layers": "number of couplings or autoregressive steps",
-    "hidden_units": "hidden layer widths of each MLP conditioner",
-    "num_levels": "levels (scales) of a multi-scale flow",
-    "num_steps": "flow steps per level",
-    "hidden_channels": "width of the conv ResNet conditioners",
-    "num_blocks": "residual blocks per conditioner",
-    "coupling": "coupling transformer: affine or additive",
-})
-_VECTOR = ("num_layers", "hidden_units")
-_FAMILIES = {family.name: family for family in (
-    FamilyInfo("nice", "additive coupling, diagonal rescaling", ("vector", "image"),
-               {"vector": _VECTOR, "image": ("num_layers", "hidden_channels", "num_blocks")},
-               {}),
-    FamilyInfo("realnvp", "affine coupling, checkerboard/channel masks, squeeze, multi-scale",
-               ("vector", "image"),
-               {"vector": _VECTOR, "image": ("num_levels", "hidden_channels", "num_blocks")},
-               {"num_levels": "num_scales"}),
-    FamilyInfo("glow", "ActNorm (data-dependent init), invertible 1x1 conv (LU), split priors",
-               ("image",), {"image": ("num_levels", "num_steps", "hidden_channels",
-                                      "num_blocks", "coupling")}, {}),
-    FamilyInfo("maf", "masked autoregressive density estimation (MADE conditioners)",
-               ("vector",), {"vector": _VECTOR}, {}),
-    FamilyInfo("iaf", "inverse autoregressive flow: parallel sampling", ("vector",),
-               {"vector": _VECTOR}, {}),
-)}
-
-
 def describe_families(registered):
     """`{name: FamilyInfo}` of a mapping of `tfp_flows.models.Family` objects."""
     return {name: FamilyInfo(name, family.description, tuple(family.data_kinds),
@@ -92,22 +52,23 @@ def describe_families(registered):
 
 def families():
     """The registered families as `{name: FamilyInfo}`, in registration order."""
-    registry = sys.modules.get("tfp_flows.models.registry")
-    if registry is None:
-        return dict(_FAMILIES)
-    return describe_families(registry.FAMILIES)
+    from tfp_flows.models.registry import FAMILIES
+
+    return describe_families(FAMILIES)
 
 
 def settings():
     """The model settings a family can take, with what they set (`tff.models.SETTINGS`)."""
-    registry = sys.modules.get("tfp_flows.models.registry")
-    return _SETTINGS if registry is None else registry.SETTINGS
+    from tfp_flows.models.registry import SETTINGS
+
+    return SETTINGS
 
 
 def toy_dataset_names():
     """The names of the toy densities (`tfp_flows.datasets.TOY_DATASETS`)."""
-    toy = sys.modules.get("tfp_flows.datasets.toy")
-    return _TOY_DATASET_NAMES if toy is None else tuple(toy.TOY_DATASETS)
+    from tfp_flows.datasets.toy import TOY_DATASETS
+
+    return tuple(TOY_DATASETS)
 
 
 def dataset_kind(name):
