@@ -170,6 +170,27 @@ def test_two_flows_in_one_joint_distribution():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_bijector_in_a_transformed_transition_kernel():
+    flow = perturb(FLOWS["realnvp"](), scale=0.1)
+    target = tfd.MultivariateNormalDiag(loc=[1.0, -1.0, 0.5, 0.0], scale_diag=[1.0, 2.0, 0.5, 1.0])
+    kernel = tfp.mcmc.TransformedTransitionKernel(
+        tfp.mcmc.HamiltonianMonteCarlo(target.log_prob, step_size=0.3, num_leapfrog_steps=3),
+        bijector=flow.bijector)
+    state = tf.constant(normal([4, 4]))
+    results = kernel.bootstrap_results(state)
+    # The kernel's target on the noise side: log p(f(z)) + log|det df/dz|, z = f^-1(x).
+    z = flow.inverse(state)
+    np.testing.assert_allclose(
+        results.inner_results.accepted_results.target_log_prob,
+        target.log_prob(state) + flow.bijector.forward_log_det_jacobian(z, event_ndims=1),
+        rtol=1e-4, atol=1e-4)
+    samples, accepted = tfp.mcmc.sample_chain(
+        num_results=10, current_state=state, kernel=kernel, seed=[3, 4],
+        trace_fn=lambda _, r: r.inner_results.is_accepted)
+    assert samples.shape == [10, 4, 4] and np.all(np.isfinite(samples))
+    assert np.mean(accepted) > 0.3
+
+
 # -- batch axes in Flow.log_prob ----------------------------------------------------------------
 
 
