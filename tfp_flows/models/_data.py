@@ -75,12 +75,15 @@ def describe(value):
     return text if len(text) <= 80 else f"{type(value).__name__} ({text[:60]}...)"
 
 
-def check_array(value, trailing_shape, dtype, name, support=None):
+def check_array(value, trailing_shape, dtype, name, support=None, extra_batch_dims=False):
     """Returns `value` as a tensor of `dtype` after checking it.
 
     Raises `TypeError` for non-numeric or integer data (integers are accepted when
     `support.integers`) and `ValueError` for a wrong shape, non-finite entries or values
     outside `support` (checked eagerly; symbolic tensors are only shape-checked).
+
+    The shape must be `[batch, *trailing_shape]`; with `extra_batch_dims`,
+    `[..., batch, *trailing_shape]` (one or more batch axes, as `log_prob` takes).
     """
     if isinstance(value, tf.data.Dataset):
         raise TypeError(f"{name} must be an array or tensor here, got a tf.data.Dataset")
@@ -105,12 +108,17 @@ def check_array(value, trailing_shape, dtype, name, support=None):
             "dequantization='uniform' to give it the discrete data)")
     expected = list(trailing_shape)
     shape = value.shape
-    if (shape.rank if tf.is_tensor(value) else len(shape)) != len(expected) + 1 or any(
+    rank = shape.rank if tf.is_tensor(value) else len(shape)
+    rank_ok = (rank is not None and rank >= len(expected) + 1 if extra_batch_dims
+               else rank == len(expected) + 1)
+    if not rank_ok or any(
             got is not None and got != want
-            for got, want in zip(list(shape)[1:], expected, strict=False)):
+            for got, want in zip(list(shape)[rank - len(expected):], expected, strict=True)):
+        trailing = ", ".join(map(str, expected))
+        more = (f" (more leading batch axes are accepted too: [..., batch, {trailing}])"
+                if extra_batch_dims else "")
         raise ValueError(
-            f"{name} must have shape [batch, {', '.join(map(str, expected))}], got "
-            f"{_shape_text(shape)}")
+            f"{name} must have shape [batch, {trailing}], got {_shape_text(shape)}{more}")
     cast = tf.cast(value, dtype)
     if not tf.is_tensor(value) or tf.executing_eagerly():
         if value_dtype.is_floating:

@@ -112,7 +112,10 @@ class Flow(keras.Model):
         base = tfd.Sample(
             tfd.Normal(tf.constant(0.0, dtype), tf.constant(1.0, dtype)),
             sample_shape=self.event_shape, name="base")
-        latent = tfd.TransformedDistribution(base, self.bijector, name=self.name)
+        # No explicit name: TFP takes an explicit name as the component's name in a
+        # JointDistribution, which then clashes with the name a model refers to it by
+        # (`JointDistributionSequential([flow.distribution, lambda z: ...])`).
+        latent = tfd.TransformedDistribution(base, self.bijector)
         self.latent_distribution = latent
         self.latent_event_shape = list(self.event_shape)
         if surjection is None:
@@ -128,11 +131,17 @@ class Flow(keras.Model):
             self.num_dims = int(np.prod(self.event_shape))
             self.bits_per_dim_tracker.num_dims = self.num_dims
             self.distribution = distributions.LowerBoundDistribution(
-                latent, surjection, num_samples=self.num_eval_samples, name=self.name)
+                latent, surjection, num_samples=self.num_eval_samples)
         self.bits_per_dim_tracker.estimator = self.log_prob_estimator
         context = None if self.context_size is None else tf.zeros([1, self.context_size], dtype)
         self._log_prob(tf.zeros([1, *self.latent_event_shape], dtype), context)
         self.built = True
+        # TFP finds variables through tf.Module attributes (distribution.trainable_variables,
+        # tfp.vi's default); the bijectors use every weight but those of q's layers.
+        surjection_weights = {id(w) for layer in getattr(self, "surjection_layers", [])
+                              for w in layer.weights}
+        self.bijector.expose_variables(
+            [w for w in self.weights if id(w) not in surjection_weights])
 
     def _resolve_surjection(self, surjection):
         if surjection is not None:
@@ -295,12 +304,14 @@ class Flow(keras.Model):
             specs["context"] = [self.context_size]
         return specs
 
-    def _prepare(self, x, context, name, space="data"):
+    def _prepare(self, x, context, name, space="data", extra_batch_dims=False):
         """Checks `x` (and `context`) and packs them the way `call` expects.
 
         `space` says what `x` is: `"data"` (checked against the data's shape and support),
         `"latent"` (the flow's own event, e.g. dequantized levels) or `"noise"` (base
-        noise, shape-checked only).
+        noise, shape-checked only). With `extra_batch_dims` (`log_prob`), `x` may have
+        several batch axes and `context` any batch axes that broadcast to them (none: one
+        context for every example); otherwise both are `[batch, ...]` with equal rows.
         """
         if space == "data":
             shape, support = self.event_shape, self._data_support()
@@ -313,7 +324,8 @@ class Flow(keras.Model):
                     f"{name}: pass the context inside the dataset ((x, context) elements), "
                     "not as a separate argument")
             return check_dataset(x, self._data_specs(shape), self.dtype, support=support)
-        x = check_array(x, shape, self.dtype, name, support=support)
+        x = check_array(x, shape, self.dtype, name, support=support,
+                        extra_batch_dims=extra_batch_dims)
         if not self.conditional:
             if context is not None:
                 raise ValueError(
@@ -324,10 +336,18 @@ class Flow(keras.Model):
             raise ValueError(
                 f"{name}: this flow is conditional and needs a context of shape "
                 f"[batch, {self.context_size}], got None")
-        context = check_array(context, [self.context_size], self.dtype, f"{name} context")
-        if context.shape[0] != x.shape[0]:
+        if extra_batch_dims:
+            if not tf.is_tensor(context):
+                context = np.asarray(context)
+            if len(context.shape) == 1:  # one context for the whole batch
+                context = context[None]
+        context = check_array(context, [self.context_size], self.dtype, f"{name} context",
+                              extra_batch_dims=extra_batch_dims)
+        if not extra_batch_dims and context.shape[0] != x.shape[0]:
             raise ValueError(
                 f"{name}: x has {x.shape[0]} rows but context has {context.shape[0]}")
+        if extra_batch_dims:
+            _check_broadcast(name, x.shape[:x.shape.rank - len(shape)], context.shape[:-1])
         return {"x": x, "context": context}
 
     def _prepare_validation(self, validation_data):
@@ -431,7 +451,7 @@ class Flow(keras.Model):
         return self._compiled(name, fn, specs)(x, context)
 
     def log_prob(self, x, context=None, *, num_samples=None, seed=None):
-        """Log-density of `x` (`[batch, *event_shape]`) -> `[batch]`, in nats.
+        """Log-density of `x` (`[..., *event_shape]`) -> `[...]`, in nats.
 
         For a bound flow this is the importance-weighted bound (IWBO)
         `log (1/k) sum_i p_flow(z_i) / q(z_i | x)`, `z_i ~ q(z | x)`: a stochastic lower
@@ -443,9 +463,14 @@ class Flow(keras.Model):
         their log-probability. For a bijective flow the density is exact and `num_samples`
         and `seed` change nothing.
 
+        Like `distribution.log_prob`, it takes any number (at least one) of batch axes:
+        `x` of shape `[4, 3, *event_shape]` gives `[4, 3]` (`fit` and `evaluate` take
+        `[batch, *event_shape]`).
+
         Args:
-            x: data, `[batch, *event_shape]`.
-            context: a conditional flow's context, `[batch, context_size]`.
+            x: data, `[..., *event_shape]` with at least one batch axis.
+            context: a conditional flow's context, `[..., context_size]`, whose batch axes
+                broadcast to those of `x` (`[context_size]`: one context for all).
             num_samples: `k`, a positive int; `None` uses `num_eval_samples` (1 unless set
                 in the constructor).
             seed: an int for a reproducible bound, or `None`.
@@ -453,8 +478,32 @@ class Flow(keras.Model):
         if num_samples is not None:
             num_samples = _validation.check_positive_int("num_samples", num_samples)
         _check_seed(seed)
-        inputs = self._prepare(x, context, "x")
+        inputs = self._prepare(x, context, "x", extra_batch_dims=True)
         x, context = (inputs["x"], inputs["context"]) if self.conditional else (inputs, None)
+        x, context, batch_shape = self._flatten_batch(x, context)
+        log_prob = self._flat_log_prob(x, context, num_samples, seed)
+        return log_prob if batch_shape is None else tf.reshape(log_prob, batch_shape)
+
+    def _flatten_batch(self, x, context):
+        """`x` as `[batch, *event_shape]` and `context` broadcast to its rows.
+
+        Returns `(x, context, batch_shape)`, `batch_shape` being `x`'s batch axes when
+        there were several (to reshape results with), else `None`.
+        """
+        event_rank = len(self.event_shape)
+        batch_shape = None
+        if x.shape.rank != event_rank + 1:
+            batch_shape = tf.shape(x)[:tf.rank(x) - event_rank]
+            x = tf.reshape(x, [-1, *self.event_shape])
+        if context is not None and (batch_shape is not None or context.shape.rank != 2
+                                    or context.shape[0] != x.shape[0]):
+            rows = tf.shape(x)[:1] if batch_shape is None else batch_shape
+            context = tf.reshape(
+                tf.broadcast_to(context, tf.concat([rows, [self.context_size]], 0)),
+                [-1, self.context_size])
+        return x, context, batch_shape
+
+    def _flat_log_prob(self, x, context, num_samples, seed):
         if self.surjection is None:
             return self._run("log_prob", self._log_prob, x, context)
         num_samples = num_samples or self.num_eval_samples
@@ -648,6 +697,25 @@ def _non_empty(data, method):
         raise ValueError(f"Flow.{method} got x with 0 examples (shape {x.shape.as_list()}); "
                          "pass at least one")
     return data
+
+
+def _check_broadcast(name, x_batch, context_batch):
+    """Raises ValueError unless the context's batch axes broadcast to those of `x`."""
+    x_batch, context_batch = x_batch.as_list(), context_batch.as_list()
+    if len(x_batch) == len(context_batch) == 1:
+        fits = context_batch[0] in (None, 1) or x_batch[0] in (None, context_batch[0])
+        if not fits:
+            raise ValueError(
+                f"{name}: x has {x_batch[0]} rows but context has {context_batch[0]} (a "
+                f"context has one row per example, or one row for all)")
+        return
+    fits = len(context_batch) <= len(x_batch) and all(
+        c is None or x is None or c in (1, x)
+        for c, x in zip(reversed(context_batch), reversed(x_batch), strict=False))
+    if not fits:
+        raise ValueError(
+            f"{name}: the context's batch axes {context_batch} do not broadcast to x's "
+            f"batch axes {x_batch}")
 
 
 def _check_seed(seed):

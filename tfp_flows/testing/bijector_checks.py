@@ -29,6 +29,8 @@ def discover_trainable_variables(bijector):
     `trainable_variables` of `tf.Module`s, and trainable variables held directly.
 
     Keras layers create their weights on first call: call the bijector once before this.
+    A `tf.Variable` that backs a Keras variable found here (as `FlowChain.expose_variables`
+    lists them) counts as that Keras variable, which is the one returned.
 
     Args:
         bijector: a `tfp.bijectors.Bijector` (or any object holding layers and variables).
@@ -36,12 +38,19 @@ def discover_trainable_variables(bijector):
     Returns:
         A list of `keras.Variable`s and `tf.Variable`s.
     """
-    found, seen_vars, seen_objects = [], set(), set()
+    found, seen_vars, seen_objects = [], {}, set()
 
     def add(variable):
-        if getattr(variable, "trainable", False) and id(variable) not in seen_vars:
-            seen_vars.add(id(variable))
+        if not getattr(variable, "trainable", False):
+            return
+        keras_variable = isinstance(variable, keras.Variable)
+        # A Keras variable and the tf.Variable behind it are one variable.
+        key = id(variable.value) if keras_variable else id(variable)
+        if key not in seen_vars:
+            seen_vars[key] = len(found)
             found.append(variable)
+        elif keras_variable and not isinstance(found[seen_vars[key]], keras.Variable):
+            found[seen_vars[key]] = variable
 
     def walk(obj):
         if id(obj) in seen_objects:
