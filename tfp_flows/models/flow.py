@@ -7,12 +7,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows import _validation, bijectors, distributions
+from tfp_flows import _replicas, _validation, bijectors, distributions
 from tfp_flows._atomic import staged
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
 from tfp_flows.models._data import Support, check_array, check_dataset, describe
-from tfp_flows.training import BitsPerDim, NaNGuard, _replicas
+from tfp_flows.training import BitsPerDim, NaNGuard
 
 __all__ = ["Flow"]
 
@@ -279,7 +279,7 @@ class Flow(keras.Model):
         """The mean negative log-likelihood of the batch, `y_pred` being its `log_prob`.
 
         Under a `tf.distribute` strategy each replica returns its share of the mean over
-        the global batch (see `tfp_flows.training._replicas.global_mean_loss`), so the
+        the global batch (see `tfp_flows._replicas.global_mean_loss`), so the
         update and the reported `loss` are those of one device given the whole batch.
         """
         log_prob = y_pred

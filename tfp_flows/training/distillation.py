@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows._validation import check_int, check_positive_int
-from tfp_flows.training import _replicas
+from tfp_flows import _replicas
 from tfp_flows.training.callbacks import NaNGuard
 
 __all__ = ["Distiller"]
