@@ -266,7 +266,7 @@ def worker(index, out, epochs, backup=False):
             with open(progress, "a") as file:
                 file.write(f"end {epoch}\n")
             if backup:
-                time.sleep(0.5)
+                time.sleep(0.3)
 
     callbacks = []
     if backup:

@@ -120,3 +120,22 @@ def global_moments(x, axes):
     squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
                                  tf.reduce_sum(tf.square(values - mean), axis=axes))
     return tf.cast(mean, x.dtype), tf.cast(squares / total, x.dtype)
+
+
+
+def step_logs(logs):
+    """A train or test step's logs, shaped so Keras can reduce them over workers.
+
+    Under a `MultiWorkerMirroredStrategy` with several workers, Keras (3.x) reduces each
+    step's logs with `strategy.reduce("MEAN", value, axis=0)`, which fails for the usual
+    scalars ("Invalid reduction dimension 0"). There each value becomes a `[1]` vector,
+    which that reduction turns back into the scalar mean over the replicas; elsewhere the
+    logs are returned as they are. The logs of a whole epoch (the `History`, `evaluate`)
+    are read from the metrics summed over every replica either way.
+    """
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if (not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            or in_multi_worker_mode is None or not in_multi_worker_mode()):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}

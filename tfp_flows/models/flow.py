@@ -305,7 +305,7 @@ class Flow(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.bits_per_dim_tracker.update_state(y_pred, sample_weight)
-        return self.get_metrics_result()
+        return _replicas.step_logs(self.get_metrics_result())
 
     def _data_specs(self, shape=None):
         specs = {"x": self.event_shape if shape is None else shape}

@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
-from tfp_flows._validation import check_positive_int, check_positive_number
 from tfp_flows import _replicas
+from tfp_flows._validation import check_positive_int, check_positive_number
 
 __all__ = ["ActNormParams"]
 

@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows._validation import check_int, check_positive_int
 from tfp_flows import _replicas
+from tfp_flows._validation import check_int, check_positive_int
 from tfp_flows.training.callbacks import NaNGuard
 
 __all__ = ["Distiller"]
@@ -299,7 +299,8 @@ class Distiller(keras.Model):
     def _record(self, values, weight=None):
         for tracker in self._trackers:
             tracker.update_state(values[tracker.name], weight)
-        return {tracker.name: tracker.result() for tracker in self._trackers}
+        return _replicas.step_logs(
+            {tracker.name: tracker.result() for tracker in self._trackers})
 
     def _step_terms(self):
         """This replica's values of one step, and its share of the step's samples.

@@ -1,0 +1,222 @@
+"""Training under `tf.distribute` gives one device's updates and numbers.
+
+The strategies need their devices (two logical CPUs) or their cluster (`TF_CONFIG`) before
+TensorFlow initialises, so the scenarios run in subprocesses (tests/distributed_scenarios.py):
+one process for every family under `MirroredStrategy`, and two worker processes on
+loopback ports for `MultiWorkerMirroredStrategy`.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import distributed_scenarios
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_flows import _replicas
+from tfp_flows.models import FAMILIES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = os.path.join(ROOT, "tests", "distributed_scenarios.py")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+TOLERANCE = 1e-5
+
+
+# -- outside a strategy the helpers are the one-device computations --------------------------
+
+
+def test_replica_helpers_outside_a_strategy_are_plain():
+    x = tf.constant([[1.0, 2.0], [3.0, 5.0], [4.0, 11.0]])
+    assert _replicas.replica_context() is None
+    seed = tf.constant([3, 4])
+    assert _replicas.replica_seed(seed) is seed
+    mean, variance = _replicas.global_moments(x, axes=[0])
+    expected_mean, expected_variance = tf.nn.moments(x, axes=[0])
+    np.testing.assert_allclose(mean, expected_mean)
+    np.testing.assert_allclose(variance, expected_variance)
+    loss = _replicas.global_mean_loss(tf.constant(6.0), tf.constant(3.0), 3)
+    assert float(loss) == 2.0
+    assert _replicas.step_logs({"loss": tf.constant(1.0)})["loss"].shape == []
+
+
+# -- MirroredStrategy: every family, a bound flow and the Distiller ---------------------------
+
+
+@pytest.fixture(scope="module")
+def mirrored_report():
+    result = subprocess.run([sys.executable, SCENARIOS, "mirrored"], capture_output=True,
+                            text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_one_mirrored_step_is_one_device_step_for_every_family(mirrored_report):
+    assert mirrored_report["replicas"] == 2
+    cases = mirrored_report["cases"]
+    expected = {f"{name}/{kind}" for name, family in FAMILIES.items()
+                for kind in family.data_kinds}
+    assert expected <= set(cases)
+    assert {"bound (uniform dequantization)", "distiller, 7 samples",
+            "realnvp/vector, 9 in batches of 4"} <= set(cases)
+    for name, case in cases.items():
+        # loss, val_loss, bits_per_dim, evaluate(...) (kl, log_q, log_p for the Distiller)
+        assert case["numbers"], name
+        for key, difference in case["numbers"].items():
+            assert difference < TOLERANCE, (name, key, case["one"][key],
+                                            case["mirrored"][key])
+        assert case["weights"] < TOLERANCE, (name, case["weights"])
+        # The step moved the weights; a doubled (or halved) update would be off by 100%.
+        assert case["update"] < 1e-3, (name, case["update"])
+    for name in expected - {"bound (uniform dequantization)"}:
+        if not name.startswith("distiller"):
+            assert {"loss", "val_loss", "bits_per_dim", "val_bits_per_dim", "evaluate_loss",
+                    "evaluate_bits_per_dim"} <= set(cases[name]["numbers"]), name
+
+
+@pytest.mark.slow
+def test_actnorm_init_is_the_same_on_every_replica(mirrored_report):
+    # Glow's ActNorms initialise in the step above from the global batch: the weights
+    # match one device (previous test) and every replica holds the same values.
+    assert mirrored_report["actnorm"], "no Glow case ran"
+    for name, difference in mirrored_report["actnorm"].items():
+        assert difference == 0.0, name
+
+
+@pytest.mark.slow
+def test_distiller_needs_a_sample_per_replica(mirrored_report):
+    message = mirrored_report["distiller, 1 sample"]
+    assert "num_samples=1" in message and "2 replicas" in message
+
+
+# -- MultiWorkerMirroredStrategy: two worker processes on loopback ----------------------------
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _start_workers(out, epochs, *extra):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        log = open(os.path.join(out, f"log-{index}.txt"), "a")
+        workers.append(subprocess.Popen(
+            [sys.executable, SCENARIOS, "worker", str(index), out, str(epochs), *extra],
+            env={**ENV, "TF_CONFIG": json.dumps(config)}, stdout=log,
+            stderr=subprocess.STDOUT))
+        log.close()
+    return workers
+
+
+def _stop(workers):
+    for process in workers:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def _wait(workers, out, timeout):
+    deadline = time.monotonic() + timeout
+    for index, process in enumerate(workers):
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {index} did not finish in {timeout} s: "
+                        f"{_log(out, index)[-3000:]}")
+        assert process.returncode == 0, _log(out, index)[-3000:]
+
+
+def _log(out, index):
+    with open(os.path.join(out, f"log-{index}.txt")) as file:
+        return file.read()
+
+
+def _result(out, index):
+    with open(os.path.join(out, f"worker-{index}.json")) as file:
+        return json.load(file)
+
+
+def _progress(out, index):
+    path = os.path.join(out, f"progress-{index}.txt")
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        return file.read().split("\n")
+
+
+def _one_device(epochs):
+    flow, history = distributed_scenarios.tiny_flow_run(tf.distribute.get_strategy(), epochs)
+    return distributed_scenarios._flat(flow), history.history
+
+
+def _assert_same_as_one_device(result, epochs):
+    weights, history = _one_device(epochs)
+    assert result["replicas"] == 2
+    np.testing.assert_allclose(result["weights"], weights, rtol=0,
+                               atol=TOLERANCE * np.max(np.abs(weights)))
+    for key, values in history.items():
+        np.testing.assert_allclose(result["history"][key], values, rtol=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_two_workers_train_like_one_device(tmp_path):
+    out = str(tmp_path)
+    workers = _start_workers(out, 2)
+    try:
+        _wait(workers, out, timeout=120)
+    finally:
+        _stop(workers)
+    for index in range(2):
+        _assert_same_as_one_device(_result(out, index), 2)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarted_resumes_through_backup_and_restore(tmp_path):
+    out, epochs = str(tmp_path), 4
+    workers = _start_workers(out, epochs, "backup")
+    try:
+        # Both workers have backed up epoch 1 (index 1): kill one mid-run.
+        deadline = time.monotonic() + 120
+        while not all("end 1" in _progress(out, index) for index in range(2)):
+            assert all(process.poll() is None for process in workers), _log(out, 0)[-3000:]
+            assert time.monotonic() < deadline, "the workers did not reach epoch 2"
+            time.sleep(0.1)
+        workers[1].kill()
+        workers[1].wait(timeout=30)
+        assert not os.path.exists(os.path.join(out, "worker-1.json"))
+    finally:
+        # The cluster restarts as a whole (Keras' multi-worker guide): stop the chief too.
+        _stop(workers)
+    killed_at = len([line for line in _progress(out, 0) if line.startswith("end")])
+    assert killed_at < epochs
+    workers = _start_workers(out, epochs, "backup")
+    try:
+        _wait(workers, out, timeout=120)
+    finally:
+        _stop(workers)
+    for index in range(2):
+        begins = [int(line.split()[1]) for line in _progress(out, index)
+                  if line.startswith("begin")]
+        # The restarted run began after the backed-up epochs, not at epoch 0 again.
+        restart = begins.index(0, 1) if begins.count(0) > 1 else None
+        assert restart is None, begins
+        assert begins[-1] == epochs - 1 and sorted(set(begins)) == list(range(epochs))
+        # Resumed from the backup: the same weights as an uninterrupted run on one device.
+        result = _result(out, index)
+        weights, _ = _one_device(epochs)
+        np.testing.assert_allclose(result["weights"], weights, rtol=0,
+                                   atol=TOLERANCE * np.max(np.abs(weights)))
