@@ -136,7 +136,8 @@ def main(argv=None):
                       resume=is_train and args.resume,
                       keep_checkpoints=getattr(args, "keep_checkpoints", KEEP_CHECKPOINTS),
                       temperature=getattr(args, "temperature", None) or 1.0,
-                      data_dir=getattr(args, "data_dir", None))
+                      data_dir=getattr(args, "data_dir", None),
+                      distribute=getattr(args, "distribute", None))
     except UsageError as error:
         parser.error(str(error))
     estimator = metrics["log_prob_estimator"]
