@@ -30,15 +30,13 @@ def replica_share(total, context):
     Rows are split as evenly as possible, the first replicas taking one more when
     `total` does not divide: the order in which `tf.distribute` splits a batch.
     """
-    replicas = context.num_replicas_in_sync
+    base, extra = divmod(int(total), context.num_replicas_in_sync)
     replica_id = context.replica_id_in_sync_group
     static_id = tf.get_static_value(replica_id)
     if static_id is not None:
         replica_id = int(static_id)
-        base, extra = divmod(int(total), replicas)
-        return replica_id * base + min(replica_id, extra), base + (replica_id < extra)
+        return replica_id * base + min(replica_id, extra), base + int(replica_id < extra)
     replica_id = tf.cast(replica_id, tf.int32)
-    base, extra = divmod(int(total), replicas)
     start = replica_id * base + tf.minimum(replica_id, extra)
     return start, base + tf.cast(replica_id < extra, tf.int32)
 
