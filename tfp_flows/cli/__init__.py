@@ -156,7 +156,8 @@ def main(argv=None):
                       resume=is_train and args.resume,
                       keep_checkpoints=getattr(args, "keep_checkpoints", KEEP_CHECKPOINTS),
                       temperature=getattr(args, "temperature", None) or 1.0,
-                      data_dir=getattr(args, "data_dir", None))
+                      data_dir=getattr(args, "data_dir", None),
+                      distribute=getattr(args, "distribute", None))
     except DataUnavailableError as error:
         return _fail(str(error))
     except UsageError as error:

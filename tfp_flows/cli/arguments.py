@@ -23,6 +23,7 @@ from tfp_flows.cli.errors import UsageError
 
 __all__ = [
     "DEMO_DEFAULTS",
+    "DISTRIBUTE_CHOICES",
     "IMAGE_DEFAULTS",
     "KEEP_CHECKPOINTS",
     "QUICK_SETTINGS",
@@ -62,6 +63,9 @@ IMAGE_DEFAULTS = {
     "seed": 0,
 }
 KEEP_CHECKPOINTS = 3
+# `train --distribute` choices: tf.distribute strategies (not a setting of the run: a run
+# resumes under another strategy, or none).
+DISTRIBUTE_CHOICES = ("mirrored", "multi-worker")
 # The settings of every train run, then those of each kind of data beside the family's.
 _SHARED_SETTINGS = ("model", "dataset", "epochs", "batch_size", "learning_rate", "seed")
 _TOY_DATA_SETTINGS = ("num_points",)
@@ -249,6 +253,11 @@ def _add_train_parser(commands):
                             "none)")
     train.add_argument("--keep-checkpoints", type=_positive_int, default=KEEP_CHECKPOINTS,
                        metavar="N", help="checkpoints to keep (default: %(default)s)")
+    train.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
+                       help="train with tf.distribute: 'mirrored' on this machine's devices "
+                            "(its GPUs, else its CPU), 'multi-worker' on the machines listed "
+                            "in the TF_CONFIG environment variable (run the same command on "
+                            "each; the chief writes OUT); see docs/distributed.md")
 
 
 def _add_image_arguments(image):

@@ -1,13 +1,16 @@
 """The training loop of a `tfp-flows` run: building the flow, checkpoints and `--resume`."""
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import keras
+import tensorflow as tf
 
-from tfp_flows.cli.arguments import KEEP_CHECKPOINTS
+from tfp_flows.cli.arguments import DISTRIBUTE_CHOICES, KEEP_CHECKPOINTS
 from tfp_flows.cli.data import (
     EVAL_BATCH_SIZE,
     evaluation_batches,
@@ -71,7 +74,7 @@ def build_flow(settings, event_shape, num_bins=None):
                          f"{list(event_shape)}): {error}") from error
 
 
-def _compiled_flow(settings, data, steps_per_epoch):
+def _compiled_flow(settings, data, steps_per_epoch, distributed=False):
     """A fresh flow compiled with the run's optimizer and learning-rate schedule."""
     flow = build_flow(settings, list(data.event_shape), data.num_bins)
     learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -87,7 +90,18 @@ def _compiled_flow(settings, data, steps_per_epoch):
     # (A checkpoint keeps these compile settings.)
     flow.compile(optimizer=optimizer, jit_compile=True,
                  steps_per_execution=min(10, steps_per_epoch))
+    if distributed:
+        _distributed_execution(flow)
     return flow
+
+
+def _distributed_execution(flow):
+    """Compile settings that work under `tf.distribute` (also for a restored flow)."""
+    # XLA does not compile the replicas' collectives, and with Keras 3.15 / TF 2.21 more
+    # than one step per execution fails under MirroredStrategy ("You must feed a value for
+    # placeholder tensor"), for any Keras model: plain graphs, one step at a time.
+    flow.jit_compile = False
+    flow.steps_per_execution = 1
 
 
 def _read_checkpoint_settings(directory):
@@ -189,8 +203,34 @@ def _fit(flow, data, settings, initial_epoch, callbacks, verbose):
              **validation)
 
 
+def _strategy(distribute):
+    """The `tf.distribute` strategy of `--distribute`, or `None`."""
+    if distribute is None:
+        return None
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribute == "multi-worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError(
+                "--distribute multi-worker reads the cluster and this worker's task from the "
+                "TF_CONFIG environment variable, which is not set (see docs/distributed.md)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UsageError(f"--distribute must be one of {DISTRIBUTE_CHOICES}, got {distribute!r}")
+
+
+def _is_chief(strategy):
+    """Whether this process writes the run's outputs: the chief, or worker 0 without one."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
 def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
-        keep_checkpoints=KEEP_CHECKPOINTS, temperature=1.0, data_dir=None):
+        keep_checkpoints=KEEP_CHECKPOINTS, temperature=1.0, data_dir=None, distribute=None):
     """Trains a flow with `settings` (see `settings_of`) and writes outputs to `out`.
 
     Args:
@@ -205,6 +245,14 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         keep_checkpoints: how many checkpoints to keep.
         temperature: temperature of the sampled images.
         data_dir: tensorflow-datasets data directory.
+        distribute: `None` (one device), `"mirrored"` (`tf.distribute.MirroredStrategy`
+            over this machine's devices) or `"multi-worker"`
+            (`tf.distribute.MultiWorkerMirroredStrategy` over the cluster in `TF_CONFIG`;
+            every worker runs the same command). The flow is built, compiled (without
+            XLA) and restored inside the strategy's scope. Only the chief writes into
+            `out`; every other worker writes into a temporary directory it removes at
+            the end. With `resume`, every worker reads the newest checkpoint from
+            `out/checkpoints`, so `out` must be on storage all workers read.
 
     Returns:
         The metrics written to `out/metrics.json`.
@@ -214,6 +262,8 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
             checkpoints written with other settings.
     """
     start = time.perf_counter()
+    # Before any other TensorFlow work: a multi-worker strategy connects to its cluster.
+    strategy = _strategy(distribute)
     keras.utils.set_random_seed(settings["seed"])
     # Settings that do not fit a tfds set's images fail before it is downloaded.
     data = load_data(settings, data_dir, check_event_shape=lambda shape, num_bins: build_flow(
@@ -223,17 +273,32 @@ def run(settings, out, verbose=1, *, checkpoints=False, resume=False,
         raise UsageError(f"--batch-size {batch_size} is larger than the {data.num_train} "
                          "training examples")
     steps_per_epoch = data.num_train // batch_size
-    flow, initial_epoch = None, 0
-    if resume:
-        flow, initial_epoch = resume_from_checkpoint(
-            settings, os.path.join(out, "checkpoints"), steps_per_epoch)
-    if flow is None:
-        flow = _compiled_flow(settings, data, steps_per_epoch)
-    callbacks = []
-    if checkpoints or resume:
-        callbacks = _checkpoint_callbacks(settings, out, initial_epoch, keep_checkpoints,
-                                          resume=resume)
-    _fit(flow, data, settings, initial_epoch, callbacks, verbose)
-    return write_outputs(flow, data, settings, out, start=start,
-                         train_seconds=time.perf_counter() - start,
-                         initial_epoch=initial_epoch, temperature=temperature)
+    with contextlib.ExitStack() as stack:
+        written = out
+        if strategy is not None:
+            stack.enter_context(strategy.scope())
+            print(f"--distribute {distribute}: {strategy.num_replicas_in_sync} replicas in "
+                  f"sync, a global batch of {batch_size}")
+            if not _is_chief(strategy):
+                # Every worker writes (checkpoints, exports) as Keras' multi-worker guide
+                # recommends, but only the chief into OUT.
+                written = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="tfp-flows-worker-"))
+        flow, initial_epoch = None, 0
+        if resume:
+            # Every worker resumes from the chief's checkpoints: all start alike.
+            flow, initial_epoch = resume_from_checkpoint(
+                settings, os.path.join(out, "checkpoints"), steps_per_epoch)
+        if flow is None:
+            flow = _compiled_flow(settings, data, steps_per_epoch,
+                                  distributed=strategy is not None)
+        elif strategy is not None:
+            _distributed_execution(flow)
+        callbacks = []
+        if checkpoints or resume:
+            callbacks = _checkpoint_callbacks(settings, written, initial_epoch,
+                                              keep_checkpoints, resume=resume)
+        _fit(flow, data, settings, initial_epoch, callbacks, verbose)
+        return write_outputs(flow, data, settings, written, start=start,
+                             train_seconds=time.perf_counter() - start,
+                             initial_epoch=initial_epoch, temperature=temperature)

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows import _validation, bijectors, distributions
+from tfp_flows import _replicas, _validation, bijectors, distributions
 from tfp_flows._atomic import staged
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
@@ -254,7 +254,8 @@ class Flow(keras.Model):
             return self._log_prob(x, context)
         # A bound flow trains on the one-sample ELBO and evaluates the IWBO with
         # num_eval_samples samples (the ELBO again by default).
-        seed = self.noise_seed_generator.next()
+        # Under tf.distribute every replica reads the same seed and draws its own noise.
+        seed = _replicas.replica_seed(self.noise_seed_generator.next())
         return self._bound(x, context, 1 if training else self.num_eval_samples, seed)
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
@@ -284,19 +285,36 @@ class Flow(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The mean negative log-likelihood of the batch, `y_pred` being its `log_prob`.
+
+        Under a `tf.distribute` strategy each replica returns its share of the mean over
+        the global batch (see `tfp_flows._replicas.global_mean_loss`), so the
+        update and the reported `loss` are those of one device given the whole batch.
+        """
         log_prob = y_pred
-        if sample_weight is None:
-            nll = -tf.reduce_mean(log_prob)
+        if _replicas.replica_context() is None:
+            if sample_weight is None:
+                nll = -tf.reduce_mean(log_prob)
+            else:
+                weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
+                nll = -tf.reduce_sum(weight * log_prob) / tf.maximum(
+                    tf.reduce_sum(weight), 1e-12)
         else:
-            weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
-            nll = -tf.reduce_sum(weight * log_prob) / tf.maximum(tf.reduce_sum(weight), 1e-12)
+            count = tf.shape(log_prob)[0]
+            if sample_weight is None:
+                weighted, weight = log_prob, count
+            else:
+                weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
+                weighted = weight * log_prob
+                weight = tf.reduce_sum(weight)
+            nll = _replicas.global_mean_loss(-tf.reduce_sum(weighted), weight, count)
         for extra in self.losses:
-            nll = nll + tf.cast(tf.reduce_sum(extra), nll.dtype)
+            nll = nll + _replicas.per_replica(tf.cast(tf.reduce_sum(extra), nll.dtype))
         return nll
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.bits_per_dim_tracker.update_state(y_pred, sample_weight)
-        return self.get_metrics_result()
+        return _replicas.step_logs(self.get_metrics_result())
 
     def _data_specs(self, shape=None):
         specs = {"x": self.event_shape if shape is None else shape}

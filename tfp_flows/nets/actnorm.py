@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfp_flows import _replicas
 from tfp_flows._validation import check_positive_int, check_positive_number
 
 __all__ = ["ActNormParams"]
@@ -25,10 +26,13 @@ class ActNormParams(keras.layers.Layer):
     `tf.function` (or XLA) training step exactly once, on the first batch. Like the batch
     statistics of `BatchNormalization`, Keras propagates `training=True` from
     `model.fit` to this layer; a call without `training` (inference, `log_prob`, the dummy
-    call that builds a flow) never initialises. Under a `tf.distribute` strategy each
-    replica computes statistics of its own part of the batch and the assignments average
-    (the variables have "mean" aggregation); there the flag is checked with `tf.where`
-    instead of `tf.cond`, as TF cannot synchronise replicas inside a `tf.cond`.
+    call that builds a flow) never initialises. Under a `tf.distribute` strategy with
+    several replicas the statistics are those of the global batch (the replicas
+    all-reduce counts, sums and centred squares), so every replica assigns the same
+    values, exactly those one device would compute from the whole batch. There the flag
+    is checked with `tf.where` instead of `tf.cond`, as TF cannot synchronise replicas
+    inside a `tf.cond`: every training step computes (and all-reduces) the statistics,
+    and keeps the current values once initialised.
 
     Weights are read and statistics computed in the data dtype, never in a mixed-precision
     policy's float16.
@@ -62,8 +66,8 @@ class ActNormParams(keras.layers.Layer):
                              f"axis, got input shape {list(input_shape)}")
         if self.built:
             return
-        # "mean" aggregation: under tf.distribute each replica initialises from its own
-        # batch and the assignments average.
+        # "mean" aggregation: under tf.distribute every replica assigns the same
+        # global-batch statistics, whose mean is themselves.
         self.log_scale = self.add_weight(shape=[self.num_channels], initializer="zeros",
                                          name="log_scale", aggregation="mean",
                                          autocast=False)
@@ -87,7 +91,8 @@ class ActNormParams(keras.layers.Layer):
         # Statistics in float32 at least (a float16 variance of raw pixels overflows).
         stat_dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
         flat = tf.reshape(tf.cast(x, stat_dtype), [-1, self.num_channels])
-        mean, variance = tf.nn.moments(flat, axes=[0])
+        # Over the global batch under tf.distribute: every replica gets the same values.
+        mean, variance = _replicas.global_moments(flat, axes=[0])
         log_scale = -tf.math.log(tf.sqrt(variance) + tf.cast(self.epsilon, stat_dtype))
         return tf.cast(-mean, self.bias.dtype), tf.cast(log_scale, self.log_scale.dtype)
 
@@ -112,8 +117,8 @@ class ActNormParams(keras.layers.Layer):
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
             # Assigning a mirrored variable synchronises the replicas (a merge_call), which
             # TF cannot do inside a tf.cond branch. So every training step assigns, keeping
-            # the current values once initialised; each replica starts from the statistics
-            # of its own batch and the "mean" aggregation averages them.
+            # the current values once initialised; the statistics are those of the global
+            # batch, the same on every replica.
             done = self.initialized > 0.5
             bias, log_scale = self._statistics(x)
             ops = [self.bias.assign(tf.where(done, tf.convert_to_tensor(self.bias), bias)),

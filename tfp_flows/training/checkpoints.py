@@ -202,7 +202,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         write_json(os.path.join(self.directory, CHECKPOINT_INDEX), {
             "latest": os.path.basename(path),
             "completed_epochs": completed,
-            "optimizer_iterations": None if iterations is None else int(iterations),
+            # Through NumPy: under tf.distribute the variable is mirrored (no int()).
+            "optimizer_iterations": (None if iterations is None
+                                     else int(keras.ops.convert_to_numpy(iterations))),
             "logs": _scalar_logs(logs),
             "metadata": self.metadata,
         })

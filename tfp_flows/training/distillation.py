@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import _replicas
 from tfp_flows._validation import check_int, check_positive_int
 from tfp_flows.training.callbacks import NaNGuard
 
@@ -140,6 +141,15 @@ class Distiller(keras.Model):
     inside `fn`) and reported under the term's name. Van den Oord et al. add such terms
     (a power or spectral loss) to the KL.
 
+    Under a `tf.distribute` strategy (build teacher, student and Distiller, and compile,
+    inside `strategy.scope()`), `num_samples` is the number of samples of the whole step:
+    every replica draws the step's noise from the same seed and keeps its own share of the
+    rows, so the replicas together evaluate exactly the samples one device would, and the
+    update and the reported values are those of one device. Each extra loss term sees only
+    its replica's samples; the terms are averaged over the replicas weighted by their
+    sample counts (exact for a term that is a mean over samples). `num_samples` must be
+    at least the number of replicas.
+
     The Distiller is a training wrapper and is not itself saved: save or export the
     student (`student.save(...)`, `student.export(...)`), which stays an ordinary flow.
 
@@ -250,9 +260,15 @@ class Distiller(keras.Model):
         log_p = self.teacher.distribution.log_prob(x)
         return x, log_q, log_p
 
-    def _loss_terms(self, count, seed):
-        """The loss and every reported value, from `count` samples drawn with `seed`."""
+    def _loss_terms(self, count, seed, rows=None):
+        """The loss and every reported value, from `count` samples drawn with `seed`.
+
+        `rows`, a `(start, size)` pair, keeps only those rows of the samples (one
+        replica's share of a distributed step).
+        """
         noise = self.student.distribution.distribution.sample(count, seed=seed)
+        if rows is not None:
+            noise = noise[rows[0]:rows[0] + rows[1]]
         x, log_q, log_p = self.log_densities(noise)
         kl = tf.reduce_mean(log_q - log_p)
         values = {"loss": kl, "kl": kl, "log_q": tf.reduce_mean(log_q),
@@ -280,23 +296,49 @@ class Distiller(keras.Model):
         # compiled loss tracker have no meaning here.
         return list(self._trackers)
 
-    def _record(self, values):
+    def _record(self, values, weight=None):
         for tracker in self._trackers:
-            tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self._trackers}
+            tracker.update_state(values[tracker.name], weight)
+        return _replicas.step_logs(
+            {tracker.name: tracker.result() for tracker in self._trackers})
+
+    def _step_terms(self):
+        """This replica's values of one step, and its share of the step's samples.
+
+        The share is `None` outside a multi-replica step; otherwise the values are means
+        over the replica's rows of the step's samples, the fraction of the samples they
+        cover being the share.
+        """
+        seed = self._next_seed()
+        context = _replicas.replica_context()
+        if context is None:
+            return self._loss_terms(self.num_samples, seed), None
+        # The same seed on every replica: each keeps its own rows of one device's samples.
+        start, size = _replicas.replica_share(self.num_samples, context)
+        values = self._loss_terms(self.num_samples, seed, rows=(start, size))
+        return values, tf.cast(size, values["loss"].dtype)
+
+    def _record_step(self, values, size):
+        # Weighted by the replica's sample count, the trackers' sums over the replicas
+        # are the means over all of the step's samples.
+        return self._record(values) if size is None else self._record(values, size)
 
     def train_step(self, data):
         del data  # a placeholder: the student's samples are the data
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
-            values = self._loss_terms(self.num_samples, self._next_seed())
-            loss = self.optimizer.scale_loss(values["loss"])
+            values, size = self._step_terms()
+            loss = values["loss"]
+            if size is not None:
+                # tf.distribute sums the replicas' gradients: each contributes its share.
+                loss = loss * size / tf.cast(self.num_samples, loss.dtype)
+            loss = self.optimizer.scale_loss(loss)
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        return self._record(values)
+        return self._record_step(values, size)
 
     def test_step(self, data):
         del data
-        return self._record(self._loss_terms(self.num_samples, self._next_seed()))
+        return self._record_step(*self._step_terms())
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configures training by reverse KL; takes Keras' other arguments.
@@ -328,8 +370,22 @@ class Distiller(keras.Model):
                     f"{self.num_samples} samples from the student (set it in the constructor)")
         if not self.compiled:
             raise RuntimeError(f"call compile() before {name}()")
-        # Keras iterates over data; one dummy element per step drives the loop.
-        return tf.data.Dataset.from_tensors(tf.zeros([], tf.float32)).repeat()
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas == 1:
+            # Keras iterates over data; one dummy element per step drives the loop.
+            return tf.data.Dataset.from_tensors(tf.zeros([], tf.float32)).repeat()
+        if self.num_samples < replicas:
+            raise ValueError(
+                f"Distiller.{name}: num_samples={self.num_samples} samples per step cannot "
+                f"be shared by the {replicas} replicas of the tf.distribute strategy; use "
+                f"num_samples >= {replicas}")
+        # tf.distribute splits a batch: one dummy element per replica, every worker
+        # iterating over all of them.
+        data = tf.data.Dataset.from_tensors(tf.zeros([replicas], tf.float32)).repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.OFF)
+        return data.with_options(options)
 
     def fit(self, x=None, y=None, *, epochs=1, steps_per_epoch=100, callbacks=None, **kwargs):
         """Trains the student for `epochs` epochs of `steps_per_epoch` steps; needs no data.
