@@ -186,7 +186,7 @@ def test_get_transformer():
     (lambda: RationalQuadraticSpline(range=-1.0), ValueError,
      r"range must be a positive number, got -1.0"),
     (lambda: RationalQuadraticSpline(range=float("inf")), ValueError,
-     r"range must be a finite positive number, got inf"),
+     r"range must be a positive number, got inf \(not finite\)"),
     (lambda: bijectors.get_transformer("cubic"), ValueError,
      r"transformer must be one of \('additive', 'affine', 'spline'\) or a Transformer, "
      r"got 'cubic'"),

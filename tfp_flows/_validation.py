@@ -65,8 +65,7 @@ def check_number(name, value, minimum=None, maximum=None, exclusive_minimum=Fals
         raise TypeError(f"{name} must be {expected}, got {value!r} of type "
                         f"{type(value).__name__}")
     if not math.isfinite(value):
-        finite = expected if "finite" in expected else expected.replace("a ", "a finite ", 1)
-        raise ValueError(f"{name} must be {finite}, got {value!r}")
+        raise ValueError(f"{name} must be {expected}, got {value!r} (not finite)")
     if _outside(value, minimum, maximum, exclusive_minimum, exclusive_maximum):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
