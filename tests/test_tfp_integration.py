@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from flow_helpers import perturb
 
 import tfp_flows as tff
 from tfp_flows.distributions import NormalAugmentation
@@ -39,13 +40,6 @@ def run_examples(*names, namespace=None):
 @pytest.fixture(autouse=True)
 def _seed():
     keras.utils.set_random_seed(0)
-
-
-def perturb(flow, seed=0, scale=0.3):
-    """Random weights: a fresh flow is the identity, which hides most bugs."""
-    rng = np.random.default_rng(seed)
-    flow.set_weights([rng.normal(0.0, scale, w.shape) for w in flow.get_weights()])
-    return flow
 
 
 def normal(shape, seed=1):
