@@ -292,22 +292,14 @@ class Flow(keras.Model):
         update and the reported `loss` are those of one device given the whole batch.
         """
         log_prob = y_pred
-        if _replicas.replica_context() is None:
-            if sample_weight is None:
-                nll = -tf.reduce_mean(log_prob)
-            else:
-                weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
-                nll = -tf.reduce_sum(weight * log_prob) / tf.maximum(
-                    tf.reduce_sum(weight), 1e-12)
+        if sample_weight is None:
+            weighted, weight = log_prob, tf.shape(log_prob)[0]
         else:
-            count = tf.shape(log_prob)[0]
-            if sample_weight is None:
-                weighted, weight = log_prob, count
-            else:
-                weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
-                weighted = weight * log_prob
-                weight = tf.reduce_sum(weight)
-            nll = _replicas.global_mean_loss(-tf.reduce_sum(weighted), weight, count)
+            weight = tf.cast(tf.reshape(sample_weight, [-1]), log_prob.dtype)
+            weighted = weight * log_prob
+            weight = tf.reduce_sum(weight)
+        nll = _replicas.global_mean_loss(-tf.reduce_sum(weighted), weight,
+                                         tf.shape(log_prob)[0])
         for extra in self.losses:
             nll = nll + _replicas.per_replica(tf.cast(tf.reduce_sum(extra), nll.dtype))
         return nll
