@@ -218,6 +218,7 @@ A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
 ADDITIVE = bijectors.Additive()
 AFFINE = bijectors.Affine(log_scale_bound=2.0)
 SPLINE = bijectors.RationalQuadraticSpline(num_bins=4, range=1.0)
+MIXTURE = bijectors.LogisticMixtureCDF(num_components=3)
 
 # name -> (dtype -> (bijector, x [batch, *event], context or None))
 REGISTRY = {
@@ -276,9 +277,14 @@ REGISTRY = {
     "coupling_affine_image": coupling_case(AFFINE, IMAGE, "half", 0),
     "coupling_spline_image": coupling_case(SPLINE, IMAGE, "checkerboard", 0),
     "coupling_spline_image_half": coupling_case(SPLINE, IMAGE, "half", 1),
+    "coupling_logistic_mixture_half": coupling_case(MIXTURE, VECTOR, "half", 1),
+    "coupling_logistic_mixture_conditional": coupling_case(MIXTURE, [5], "checkerboard", 0,
+                                                           conditional=True),
+    "coupling_logistic_mixture_image": coupling_case(MIXTURE, IMAGE, "checkerboard", 1),
     "maf_additive_transformer": maf_case(ADDITIVE),
     "maf_affine_transformer": maf_case(AFFINE, conditional=True),
     "maf_spline_transformer": maf_case(SPLINE),
+    "maf_logistic_mixture_transformer": maf_case(MIXTURE),
     "maf_model": autoregressive_model_case(models.MAF),
     "iaf_model_conditional": autoregressive_model_case(models.IAF, conditional=True),
     **{f"{name}_{kind}_family": family_case(name, kind)

@@ -1,11 +1,13 @@
 """Elementwise transformers: the shipped ones, a user-written one in Coupling and MAF, and
 context handling of conditional couplings and MAFs."""
 
+import functools
 import math
 
 import keras
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 
 from tfp_flows import bijectors, models, nets
@@ -13,6 +15,7 @@ from tfp_flows.bijectors import (
     Additive,
     Affine,
     Coupling,
+    LogisticMixtureCDF,
     MaskedAutoregressiveFlow,
     RationalQuadraticSpline,
     Transformer,
@@ -105,6 +108,7 @@ SHIPPED = {
     "additive": Additive(),
     "affine": Affine(log_scale_bound=2.0),
     "spline": RationalQuadraticSpline(num_bins=5, range=2.0),
+    "logistic_mixture": LogisticMixtureCDF(num_components=3, scale_bound=2.0),
 }
 ALL = {**SHIPPED, "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
 
@@ -113,7 +117,8 @@ ALL = {**SHIPPED, "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
 
 
 def test_num_params():
-    assert [t.num_params for t in SHIPPED.values()] == [1, 2, 14]
+    assert [t.num_params for t in SHIPPED.values()] == [1, 2, 14, 11]
+    assert LogisticMixtureCDF().num_params == 14 and LogisticMixtureCDF(1).num_params == 5
     assert RationalQuadraticSpline(num_bins=8).num_params == 23
     assert ManyParams(5).num_params == 17
 
@@ -144,7 +149,7 @@ def test_round_trip_and_log_det_against_autodiff(name):
     np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["affine", "spline"])
+@pytest.mark.parametrize("name", ["affine", "spline", "logistic_mixture"])
 def test_inverse_is_finite_for_extreme_inputs_and_parameters(name):
     transformer = SHIPPED[name]
     y = tf.constant([[-1e30, -5.0, -1.0, 0.0, 1e-3, 2.0, 1e30]], tf.float32)
@@ -170,6 +175,8 @@ def test_get_transformer():
     assert bijectors.get_transformer("additive") == Additive()
     assert bijectors.get_transformer("affine") == Affine(3.0)
     assert bijectors.get_transformer("spline") == RationalQuadraticSpline(8, range=3.0)
+    assert bijectors.get_transformer("logistic_mixture") == LogisticMixtureCDF(4, 1.0, -7.0)
+    assert bijectors.TRANSFORMER_NAMES == ("additive", "affine", "spline", "logistic_mixture")
     spline = SHIPPED["spline"]
     assert bijectors.get_transformer(spline) is spline
 
@@ -188,14 +195,26 @@ def test_get_transformer():
     (lambda: RationalQuadraticSpline(range=float("inf")), ValueError,
      r"range must be a positive number, got inf \(not finite\)"),
     (lambda: bijectors.get_transformer("cubic"), ValueError,
-     r"transformer must be one of \('additive', 'affine', 'spline'\) or a Transformer, "
-     r"got 'cubic'"),
+     r"transformer must be one of \('additive', 'affine', 'spline', 'logistic_mixture'\) "
+     r"or a Transformer, got 'cubic'"),
     (lambda: bijectors.get_transformer(3), TypeError,
      r"transformer must be a tfp_flows.bijectors.Transformer, .*got 3 of type int"),
     (lambda: bijectors.get_transformer({"class_name": "MLP", "config": {
         "hidden_units": [2], "output_units": 2}, "module": "tfp_flows.nets.mlp",
         "registered_name": "tfp_flows>MLP"}), ValueError,
      r"transformer config does not describe a Transformer"),
+    (lambda: LogisticMixtureCDF(num_components=0), ValueError,
+     r"num_components must be a positive int, got 0"),
+    (lambda: LogisticMixtureCDF(num_components=2.0), TypeError,
+     r"num_components must be a positive int, got 2.0 of type float"),
+    (lambda: LogisticMixtureCDF(scale_bound=0.0), ValueError,
+     r"scale_bound must be a positive number, got 0.0"),
+    (lambda: LogisticMixtureCDF(scale_bound=None), TypeError,
+     r"scale_bound must be a positive number, got None of type NoneType"),
+    (lambda: LogisticMixtureCDF(min_log_scale=float("-inf")), ValueError,
+     r"min_log_scale must be a finite number, got -inf \(not finite\)"),
+    (lambda: LogisticMixtureCDF(min_log_scale="-7"), TypeError,
+     r"min_log_scale must be a finite number, got '-7' of type str"),
     (lambda: Transformer(), TypeError, r"abstract"),
 ])
 def test_bad_arguments(build, error, match):
@@ -428,3 +447,202 @@ def test_wrong_conditioner_output_size_is_a_clear_error():
                                          r"expected 16 \(4 parameters of SinhArcsinh x 4 "
                                          r"transformed entries"):
         bijector.forward(normal([2, 4], dtype="float32"))
+
+
+# -- the logistic-mixture CDF (Flow++) ------------------------------------------------------
+
+
+def _mixture(a_raw, logits, means, log_scales, shift=0.0):
+    """Params `(a_raw, b, logits, means, log_scales)` of one entry of `LogisticMixtureCDF`."""
+    return np.concatenate([[a_raw, shift], logits, means, log_scales]).astype("float64")
+
+
+# Log-scales at the floor (-7; -30 is floored to it) and large, `a` at its bounds (a_raw =
+# +-50 with scale_bound 1), means far apart, peaked and flat logits, K = 1 and K = 8.
+EXTREME = {
+    "floor_far_means": _mixture(0.0, [0, 0], [-50, 50], [-7, -30]),
+    "floor_and_large_scales": _mixture(0.0, [0, 0], [-50, 50], [-7, 6]),
+    "large_scales": _mixture(0.0, [0, 1, -1], [-1, 0, 2], [5, 8, 3]),
+    "a_at_upper_bound": _mixture(50.0, [0, 0], [-2, 2], [-7, 0], shift=3.0),
+    "a_at_lower_bound": _mixture(-50.0, [0, 0], [-2, 2], [-7, 0], shift=-3.0),
+    "peaked_logits": _mixture(0.0, [20, -20, -20, -20], [-3, 0, 3, 10], [0, -7, 1, -2]),
+    "one_component_at_floor": _mixture(-50.0, [0], [3], [-7]),
+    "one_component_large": _mixture(-1.0, [5], [-40], [6]),
+    "eight_flat_logits": _mixture(0.5, np.zeros(8), np.linspace(-50, 50, 8),
+                                  np.linspace(-7, 4, 8)),
+    "eight_peaked_logits": _mixture(-0.5, np.linspace(-15, 15, 8), np.linspace(50, -50, 8),
+                                    [-7] * 4 + [3] * 4),
+}
+
+
+def _extreme(name, size, dtype="float64"):
+    """The transformer of an `EXTREME` case and its params repeated `size` times."""
+    params = EXTREME[name]
+    transformer = LogisticMixtureCDF((len(params) - 2) // 3)
+    return transformer, np.broadcast_to(params, [size, len(params)]).astype(dtype)
+
+
+def _run(method, mode):
+    return {"eager": method, "function": tf.function(method),
+            "jit": tf.function(method, jit_compile=True)}[mode]
+
+
+@functools.cache
+def _compiled_inverse(num_components):
+    """One XLA-compiled inverse per K, shared by the tests (compiling dominates their time)."""
+    return tf.function(LogisticMixtureCDF(num_components).inverse, jit_compile=True)
+
+
+def _inverse(transformer, mode):
+    if mode == "jit" and transformer == LogisticMixtureCDF(transformer.num_components):
+        return _compiled_inverse(transformer.num_components)
+    return _run(transformer.inverse, mode)
+
+
+def test_logistic_mixture_forward_and_log_det_against_scipy():
+    transformer = LogisticMixtureCDF(3, scale_bound=2.0, min_log_scale=-3.0)
+    x = normal([40], scale=3.0)
+    params = normal([40, 11], seed=1)
+    params[:10, 8:] = -5.0  # below the floor: the log-scales used are -3
+    y, log_det = transformer.forward(tf.constant(x), tf.constant(params))
+
+    a = 2.0 * np.tanh(params[:, 0] / 2.0)
+    weights = scipy.special.softmax(params[:, 2:5], axis=-1)
+    args = (x[:, None], params[:, 5:8], np.exp(np.maximum(params[:, 8:], -3.0)))
+    cdf = np.sum(weights * scipy.stats.logistic.cdf(*args), axis=-1)
+    survival = np.sum(weights * scipy.stats.logistic.sf(*args), axis=-1)
+    density = np.sum(weights * scipy.stats.logistic.pdf(*args), axis=-1)
+    np.testing.assert_allclose(y, np.exp(a) * np.log(cdf / survival) + params[:, 1],
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(log_det, a + np.log(density / (cdf * survival)),
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", EXTREME)
+def test_logistic_mixture_log_det_against_autodiff_at_extreme_parameters(name):
+    transformer, params = _extreme(name, 61)
+    params = tf.constant(params)
+    x, _ = transformer.inverse(tf.constant(np.linspace(-30.0, 30.0, 61)), params)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y, log_det = transformer.forward(x, params)
+    np.testing.assert_allclose(log_det, np.log(tape.gradient(y, x)), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function", "jit"])
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-5), ("float32", 1e-4)])
+def test_logistic_mixture_round_trips_up_to_30(dtype, tolerance, mode):
+    transformer = LogisticMixtureCDF(4)
+    y = np.linspace(-30.0, 30.0, 121).astype(dtype)
+    params = normal([121, 14], seed=3, dtype=dtype)
+    inverse, forward = _run(transformer.inverse, mode), _run(transformer.forward, mode)
+    x, inverse_log_det = inverse(tf.constant(y), tf.constant(params))
+    y_again, log_det = forward(tf.identity(x), tf.constant(params))
+    np.testing.assert_allclose(y_again, y, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(inverse_log_det, -log_det, rtol=0, atol=tolerance)
+    x_again, _ = inverse(tf.identity(y_again), tf.constant(params))
+    np.testing.assert_allclose(x_again, x, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype, mode", [("float64", "eager"), ("float64", "function"),
+                                         ("float32", "eager"), ("float32", "jit")])
+def test_logistic_mixture_round_trips_at_extreme_parameters(dtype, mode):
+    """`|forward(inverse(y)) - y| <= 1e-5` in float64; in float32 `1e-4` plus what the
+    float grid allows: `x` can only be a float32, and `forward` changes by its slope times
+    the float spacing between neighbours (at the floor up to `e^(7 + a)` ~ 3e3)."""
+    y = np.linspace(-30.0, 30.0, 121)
+    for name in EXTREME:
+        transformer, params = _extreme(name, len(y), dtype)
+        x, inverse_log_det = _inverse(transformer, mode)(
+            tf.constant(y.astype(dtype)), tf.constant(params))
+        assert np.all(np.isfinite(x)) and np.all(np.isfinite(inverse_log_det)), name
+        # The residual in float64 at the returned x, so only the inverse's error counts.
+        y_again, log_det = transformer.forward(tf.cast(x, tf.float64), tf.constant(
+            params, tf.float64))
+        error = np.abs(y_again.numpy() - y)
+        if dtype == "float64":
+            assert error.max() <= 1e-5, (name, error.max())
+        else:
+            grid = np.exp(log_det.numpy()) * np.spacing(np.abs(x.numpy())).astype("float64")
+            assert np.all(error <= 1e-4 + grid), (name, np.max(error - grid))
+        np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-4, atol=1e-4,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_logistic_mixture_float32_inverse_is_finite_up_to_1e4(mode):
+    """Finite values and log-dets for |y| <= 1e4, and out to the largest float32."""
+    largest = np.finfo("float32").max
+    y = np.concatenate([np.linspace(-1e4, 1e4, 113), [-1e4, -9999.5, 9999.5, 1e4],
+                        [-largest, -1e30, 1e30, largest]]).astype("float32")
+    cases = [_extreme(name, len(y), "float32") for name in EXTREME]
+    cases.append((LogisticMixtureCDF(4), normal([len(y), 14], seed=6, dtype="float32",
+                                                scale=30.0)))
+    for transformer, params in cases:
+        x, log_det = _inverse(transformer, mode)(tf.constant(y), tf.constant(params))
+        assert np.all(np.isfinite(x)) and np.all(np.isfinite(log_det))
+
+
+def test_logistic_mixture_one_component_inverse_is_the_closed_form():
+    """For K = 1 the bracket is the point `mu + s t`: the inverse is the closed form."""
+    transformer = LogisticMixtureCDF(1, scale_bound=3.0)
+    y = normal([50], scale=10.0)
+    params = normal([50, 5], seed=7, scale=2.0)
+    params[:10, 4] = -9.0  # floored at -7
+    x, _ = transformer.inverse(tf.constant(y), tf.constant(params))
+    a = 3.0 * np.tanh(params[:, 0] / 3.0)
+    closed_form = params[:, 3] + np.exp(np.maximum(params[:, 4], -7.0) - a) * (y - params[:, 1])
+    np.testing.assert_allclose(x, closed_form, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", ["random", "a_at_upper_bound", "eight_peaked_logits"])
+def test_logistic_mixture_inverse_gradient_is_implicit(case):
+    """Gradients of the inverse (value and log-det) against central differences, float64.
+
+    The bisection itself has no gradient (it runs on integers): these come from the
+    implicit function theorem, and `dx/dy` must equal `exp(inverse log-det)`.
+    """
+    if case == "random":
+        transformer, params = LogisticMixtureCDF(3), normal([6, 11], seed=4)
+    else:
+        transformer, params = _extreme(case, 6)
+        # Central differences straddling the floor's kink would average its two sides.
+        params = np.where(params == -7.0, -6.5, params)
+    y = np.linspace(-3.0, 4.0, 6)
+    value_weights, log_det_weights = normal([6], seed=8), normal([6], seed=9)
+
+    @tf.function
+    def losses(y, params):  # one loss per entry: entries do not interact
+        x, log_det = transformer.inverse(y, params)
+        return value_weights * x + log_det_weights * log_det
+
+    y, params = tf.constant(y), tf.constant(params)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([y, params])
+        x, log_det = transformer.inverse(y, params)
+        loss = tf.reduce_sum(losses(y, params))
+    grad_y, grad_params = tape.gradient(loss, [y, params])
+    np.testing.assert_allclose(tape.gradient(x, y), np.exp(log_det), rtol=1e-10)
+
+    step = 1e-6
+    numeric_y = (losses(y + step, params) - losses(y - step, params)) / (2 * step)
+    np.testing.assert_allclose(grad_y, numeric_y, rtol=1e-5, atol=1e-6)
+    for j in range(transformer.num_params):
+        delta = tf.one_hot(j, transformer.num_params, dtype=tf.float64) * step
+        numeric = (losses(y, params + delta) - losses(y, params - delta)) / (2 * step)
+        np.testing.assert_allclose(grad_params[:, j], numeric, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"parameter {j}")
+
+
+def test_logistic_mixture_zero_initialised_conditioners_give_the_identity():
+    transformer = LogisticMixtureCDF()
+    x = normal([3, 4], scale=3.0, dtype="float32")
+    size = Coupling.conditioner_output_size(VECTOR, transformer)
+    flows = [Coupling(nets.MLP([8], size), VECTOR, transformer),  # zero_init by default
+             MaskedAutoregressiveFlow(nets.MADE(4, transformer.num_params, [8]), VECTOR,
+                                      transformer=transformer)]
+    for bijector in flows:
+        for method, log_det in [(bijector.forward, bijector.forward_log_det_jacobian),
+                                (bijector.inverse, bijector.inverse_log_det_jacobian)]:
+            np.testing.assert_allclose(method(tf.constant(x)), x, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(log_det(tf.constant(x), 1), np.zeros(3), atol=1e-5)

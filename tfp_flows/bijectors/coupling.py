@@ -39,8 +39,8 @@ class Coupling(FlowBijector):
     """Coupling bijector: the entries kept by a mask condition a transform of the others.
 
     With `x = (x_a, x_b)` split by the mask, `theta = conditioner(x_a)` and an elementwise
-    `transformer` `tau` (`tff.bijectors.Additive`, `Affine`, `RationalQuadraticSpline` or
-    your own `tff.bijectors.Transformer`):
+    `transformer` `tau` (`tff.bijectors.Additive`, `Affine`, `RationalQuadraticSpline`,
+    `LogisticMixtureCDF` or your own `tff.bijectors.Transformer`):
 
     - forward: `y_a = x_a`, `y_b = tau(x_b; theta(x_a))`
     - inverse: `x_a = y_a`, `x_b = tau^{-1}(y_b; theta(y_a))`
@@ -64,13 +64,13 @@ class Coupling(FlowBijector):
     Reference: Dinh, Krueger, Bengio, "NICE: Non-linear Independent Components
     Estimation", arXiv:1410.8516; Dinh, Sohl-Dickstein, Bengio, "Density estimation using
     Real NVP", arXiv:1605.08803; Durkan, Bekasov, Murray, Papamakarios, "Neural Spline
-    Flows", arXiv:1906.04032.
+    Flows", arXiv:1906.04032; Ho, Chen, Srinivas, Duan, Abbeel, "Flow++", arXiv:1902.00275.
 
     Args:
         conditioner: Keras layer returning `conditioner_output_size(...)` values.
         event_shape: `[D]` for vectors or `[H, W, C]` for images.
-        transformer: a `tff.bijectors.Transformer`, or `"additive"`, `"affine"` or
-            `"spline"` for one with default arguments.
+        transformer: a `tff.bijectors.Transformer`, or `"additive"`, `"affine"`,
+            `"spline"` or `"logistic_mixture"` for one with default arguments.
         mask: `"half"` or `"checkerboard"`.
         parity: `0` or `1`, which part is transformed.
         conditional: whether the conditioner also takes a `context` tensor; `None` (the
