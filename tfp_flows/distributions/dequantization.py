@@ -7,6 +7,7 @@ import tensorflow as tf
 from tfp_flows._validation import check_int
 from tfp_flows.distributions.surjection import InferenceSurjection, as_seed
 
+# within_level and decode_levels serve the dequantizer modules; they are not public API.
 __all__ = ["UniformDequantization", "uniform_dequantize"]
 
 _FLOAT_DTYPES = (tf.float32, tf.float64)
@@ -75,9 +76,23 @@ def _add_uniform_noise(x, seed):
         noise = tf.random.uniform(shape, dtype=x.dtype)
     else:
         noise = tf.random.stateless_uniform(shape, seed=seed, dtype=x.dtype)
-    # x + u rounds up to x + 1 when u is within half an ulp of 1 (for x >= 128 in float32
-    # that happens about once per 10^5 draws): keep the result strictly below x + 1.
-    return tf.minimum(x + noise, tf.math.nextafter(x + 1.0, x))
+    return within_level(x, noise)
+
+
+def within_level(x, offset):
+    """`x + offset` for offsets in `[0, 1)`, kept strictly below `x + 1` (the next level).
+
+    `x + u` rounds up to `x + 1` when `u` is within half an ulp of 1 (for `x >= 128` in
+    float32 that happens about once per 10^5 uniform draws).
+    """
+    return tf.minimum(x + offset, tf.math.nextafter(x + 1.0, x))
+
+
+def decode_levels(z, num_bins):
+    """`clip(floor(z), 0, num_bins - 1)`: the level a dequantized latent came from."""
+    z = tf.convert_to_tensor(z)
+    return tf.clip_by_value(tf.floor(z), tf.zeros([], z.dtype),
+                            tf.constant(num_bins - 1, z.dtype))
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -129,9 +144,7 @@ class UniformDequantization(InferenceSurjection):
         return z, tf.zeros(tf.shape(x)[:1], x.dtype)
 
     def decode(self, z, context=None):
-        z = tf.convert_to_tensor(z)
-        return tf.clip_by_value(tf.floor(z), tf.zeros([], z.dtype),
-                                tf.constant(self.num_bins - 1, z.dtype))
+        return decode_levels(z, self.num_bins)
 
     def get_config(self):
         return {**super().get_config(), "num_bins": self.num_bins}

@@ -67,6 +67,10 @@ class InferenceSurjection:
     discrete = False
     # The number of levels of discrete data, or None for continuous data.
     num_bins = None
+    # Importance samples of a flow's log_prob and evaluate when its num_eval_samples is not
+    # given: 1 (the ELBO, the training objective) unless a learned q makes the IWBO's gap
+    # worth its cost.
+    default_num_eval_samples = 1
 
     def __init__(self, event_shape, latent_event_shape, name="surjection"):
         self.event_shape = check_shape("event_shape", event_shape)

@@ -51,26 +51,31 @@ class Flow(keras.Model):
             shape the bijectors act on (the surjection's `latent_event_shape`), while the
             flow's `event_shape` becomes that of the data.
         context_size: size of the context vector of a conditional flow, or `None`.
-        dequantization: `None` (the data are continuous, or already dequantized), or
-            `"uniform"`: the flow takes the discrete data itself (integers in
-            `[0, num_bins)`, needs `num_bins`) and dequantizes it with
-            `UniformDequantization`, so `log_prob` is a bound on the log-probability of the
-            discrete data.
-        surjection: an `InferenceSurjection` (e.g. `NormalAugmentation`) between the data
-            and the flow's event shape, or `None`.
+        dequantization: `None` (the data are continuous, or already dequantized),
+            `"uniform"` or `"variational"`: the flow takes the discrete data itself
+            (integers in `[0, num_bins)`, needs `num_bins`) and dequantizes it with
+            `UniformDequantization` or with a learned `VariationalDequantization` (Flow++;
+            its default sizes suit small images, pass `surjection=` for others), so
+            `log_prob` is a bound on the log-probability of the discrete data.
+        surjection: an `InferenceSurjection` (e.g. `NormalAugmentation`, or a
+            `VariationalDequantization` of custom size) between the data and the flow's
+            event shape, or `None`. A discrete surjection may come with the flow's
+            `num_bins`, which must then equal its own.
         num_eval_samples: default number `k` of importance samples of `log_prob` and
-            `evaluate` for a bound flow (1: the ELBO, the training objective).
+            `evaluate` for a bound flow; `None`: the surjection's
+            `default_num_eval_samples` (1, the ELBO and training objective, for fixed
+            `q`s; 64 for variational dequantization).
         **kwargs: passed to `keras.Model` (`name`, `dtype`).
     """
 
     def __init__(self, event_shape, context_size=None, dequantization=None, surjection=None,
-                 num_eval_samples=1, **kwargs):
+                 num_eval_samples=None, **kwargs):
         super().__init__(**kwargs)
         self.event_shape = check_event_shape(event_shape)
         self.context_size = _validation.check_positive_int("context_size", context_size,
                                                            allow_none=True)
         self.dequantization = _validation.check_choice(
-            "dequantization", dequantization, (None, "uniform"))
+            "dequantization", dequantization, (None, "uniform", "variational"))
         if isinstance(surjection, dict):
             surjection = keras.saving.deserialize_keras_object(surjection)
         if surjection is not None:
@@ -85,8 +90,10 @@ class Flow(keras.Model):
                     f"the surjection's latent_event_shape {surjection.latent_event_shape} "
                     f"must equal the flow's event_shape {self.event_shape}")
         self._surjection_argument = surjection
-        self.num_eval_samples = _validation.check_positive_int(
-            "num_eval_samples", num_eval_samples)
+        self._num_eval_samples_argument = _validation.check_positive_int(
+            "num_eval_samples", num_eval_samples, allow_none=True)
+        # Resolved by _set_bijectors once the surjection is known.
+        self.num_eval_samples = self._num_eval_samples_argument or 1
         self.surjection = None
         self.latent_event_shape = self.event_shape
         self.num_dims = int(np.prod(self.event_shape))
@@ -122,6 +129,8 @@ class Flow(keras.Model):
             self.distribution = latent
         else:
             self.surjection = surjection
+            if self._num_eval_samples_argument is None:
+                self.num_eval_samples = surjection.default_num_eval_samples
             # Keras tracks only Keras layers: q's layers become attributes of the model.
             self.surjection_layers = list(surjection.layers)
             # Training noise: stateless draws from a tracked seed, one per step, so runs
@@ -135,6 +144,9 @@ class Flow(keras.Model):
         self.bits_per_dim_tracker.estimator = self.log_prob_estimator
         context = None if self.context_size is None else tf.zeros([1, self.context_size], dtype)
         self._log_prob(tf.zeros([1, *self.latent_event_shape], dtype), context)
+        if surjection is not None and surjection.layers:
+            # Creates q's weights, so that a loaded model has variables to restore them into.
+            surjection.encode(tf.zeros([1, *self.event_shape], dtype), seed=0, context=context)
         self.built = True
         # TFP finds variables through tf.Module attributes (distribution.trainable_variables,
         # tfp.vi's default); the bijectors use every weight but those of q's layers.
@@ -154,17 +166,28 @@ class Flow(keras.Model):
                     f"takes no dequantization= or surjection= argument")
             return surjection
         num_bins = getattr(self, "num_bins", None)
-        if self.dequantization == "uniform":
+        if self.dequantization is not None:
             if num_bins is None:
                 raise ValueError(
-                    "dequantization='uniform' needs num_bins (the number of levels of the "
-                    "discrete data), got num_bins=None")
-            return distributions.UniformDequantization(num_bins, self.event_shape)
-        if self._surjection_argument is not None and num_bins is not None:
-            raise ValueError(
-                f"num_bins={num_bins} acts on the flow's latent; it cannot be combined with "
-                f"surjection={self._surjection_argument!r}")
-        return self._surjection_argument
+                    f"dequantization={self.dequantization!r} needs num_bins (the number of "
+                    f"levels of the discrete data), got num_bins=None")
+            if self.dequantization == "uniform":
+                return distributions.UniformDequantization(num_bins, self.event_shape)
+            return distributions.VariationalDequantization(
+                num_bins, self.event_shape, dtype=self.dtype_policy.name)
+        surjection = self._surjection_argument
+        if surjection is not None and num_bins is not None:
+            # The flow's num_bins scales the dequantized latent in [0, num_bins): it fits a
+            # dequantizing surjection of the same levels, and nothing else.
+            if not surjection.discrete:
+                raise ValueError(
+                    f"num_bins={num_bins} acts on the flow's latent; it cannot be combined "
+                    f"with surjection={surjection!r}, whose data are continuous")
+            if surjection.num_bins != num_bins:
+                raise ValueError(
+                    f"the flow's num_bins={num_bins} does not match the surjection's "
+                    f"num_bins={surjection.num_bins} ({surjection!r})")
+        return surjection
 
     @property
     def log_prob_estimator(self):
@@ -191,7 +214,7 @@ class Flow(keras.Model):
         if self.surjection is None:
             return self._latent_support()
         if self.surjection.discrete:
-            reason = ("uniform dequantization" if self.dequantization == "uniform"
+            reason = (f"{self.dequantization} dequantization" if self.dequantization
                       else type(self.surjection).__name__)
             return Support(0.0, float(self.surjection.num_bins), integers=True,
                            reason=f"{reason}, num_bins={self.surjection.num_bins}")
@@ -481,8 +504,9 @@ class Flow(keras.Model):
             x: data, `[..., *event_shape]` with at least one batch axis.
             context: a conditional flow's context, `[..., context_size]`, whose batch axes
                 broadcast to those of `x` (`[context_size]`: one context for all).
-            num_samples: `k`, a positive int; `None` uses `num_eval_samples` (1 unless set
-                in the constructor).
+            num_samples: `k`, a positive int; `None` uses `num_eval_samples` (set in the
+                constructor, else the surjection's default: 1, or 64 for variational
+                dequantization).
             seed: an int for a reproducible bound, or `None`.
         """
         if num_samples is not None:
@@ -695,8 +719,8 @@ class Flow(keras.Model):
         if self._surjection_argument is not None:
             config["surjection"] = keras.saving.serialize_keras_object(
                 self._surjection_argument)
-        if self.num_eval_samples != 1:
-            config["num_eval_samples"] = self.num_eval_samples
+        if self._num_eval_samples_argument is not None:
+            config["num_eval_samples"] = self._num_eval_samples_argument
         return config
 
 
