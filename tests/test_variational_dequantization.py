@@ -10,7 +10,8 @@ import tensorflow as tf
 from flow_helpers import load_exported_bound, perturb
 
 import tfp_flows as tff
-from tfp_flows.bijectors import Affine, Coupling, RationalQuadraticSpline
+from tfp_flows import nets
+from tfp_flows.bijectors import Coupling, LogisticMixtureCDF, RationalQuadraticSpline
 from tfp_flows.distributions import (
     InferenceSurjection,
     NormalAugmentation,
@@ -141,11 +142,17 @@ def test_encode_compiles_with_xla_and_a_seed_reproduces_the_draw():
 def test_layers_hold_every_weight_and_the_transformer_is_chosen_by_argument():
     q = built(small_q(5, [4, 4, 2]))
     # Context: projection + 3 gated blocks of 2 convolutions (kernel and bias each);
-    # per step: a log-scale, a 1x1 kernel, the conditioner (ConvResNet with one block).
-    assert q_weight_count(q) == 2 + 3 * 2 * 2 + 2 * (1 + 1 + (2 + 4 + 2))
+    # per step: a log-scale, a 1x1 kernel and the conditioner, Flow++'s network (its
+    # weights counted on a separately built one of the same configuration).
+    size = Coupling.conditioner_output_size([4, 4, 2], LogisticMixtureCDF(4), "checkerboard")
+    net = nets.GatedConvAttentionNet(4, 1, size, context_channels=2)
+    net(tf.zeros([1, 4, 4, 2]), context=tf.zeros([1, 4 * 4 * 2]))
+    assert len(net.trainable_weights) > 10
+    assert q_weight_count(q) == 2 + 3 * 2 * 2 + 2 * (1 + 1 + len(net.trainable_weights))
     couplings = [b for b in q.flow.bijectors if isinstance(b, Coupling)]
     assert [c.parity for c in reversed(couplings)] == [0, 1]
-    assert all(isinstance(c.transformer, Affine) for c in couplings)
+    assert all(c.transformer == LogisticMixtureCDF(4) for c in couplings)
+    assert all(isinstance(c.conditioner, nets.GatedConvAttentionNet) for c in couplings)
     assert all(c.context_size == 4 * 4 * 2 for c in couplings)
     spline = small_q(5, [4, 4, 2], transformer=RationalQuadraticSpline(num_bins=3))
     assert all(isinstance(b.transformer, RationalQuadraticSpline)

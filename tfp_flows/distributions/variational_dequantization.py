@@ -7,13 +7,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_flows import nets
-from tfp_flows._validation import check_int, check_number, check_positive_int
+from tfp_flows._validation import check_bool, check_int, check_number, check_positive_int
 from tfp_flows.bijectors import (
-    Affine,
     Coupling,
     DiagonalScale,
     FlowChain,
     InvertibleConv1x1,
+    LogisticMixtureCDF,
     get_transformer,
 )
 from tfp_flows.distributions.dequantization import decode_levels, within_level
@@ -26,22 +26,22 @@ _CONTEXT_BLOCKS = 3
 
 
 def _coupling_parts(event_shape, parity, transformer, *, filters, blocks, components, heads,
-                    dropout, context_channels, dtype, name):
+                    dropout, attention, context_channels, dtype, name):
     """The conditioner and transformer of one coupling of `q`: the one place both are chosen.
 
-    The conditioner maps the masked noise `[B, H, W, C]` and the flattened context
-    `[B, H * W * context_channels]` to the transformer's parameters of every entry
-    (`Coupling.conditioner_output_size` with a checkerboard mask). `components` (mixture
-    components of a logistic-mixture transformer), `heads` (attention heads) and `dropout`
-    size the Flow++ conditioner and transformer; the convolutional ResNet and the affine
-    transformer used here take none of them.
+    The conditioner, Flow++'s `GatedConvAttentionNet`, maps the masked noise `[B, H, W, C]`
+    and the flattened context `[B, H * W * context_channels]` to the transformer's
+    parameters of every entry (`Coupling.conditioner_output_size` with a checkerboard
+    mask); the transformer is `LogisticMixtureCDF(components)` unless one is given.
     """
-    del components, heads, dropout
-    transformer = Affine() if transformer is None else get_transformer(transformer)
+    transformer = (LogisticMixtureCDF(components) if transformer is None
+                   else get_transformer(transformer))
     size = Coupling.conditioner_output_size(event_shape, transformer, mask="checkerboard",
                                             parity=parity)
-    net = nets.ConvResNet(filters, blocks, size, dtype=dtype, name=f"{name}_net")
-    return _SpatialContextConditioner(net, context_channels, dtype=dtype, name=name), transformer
+    net = nets.GatedConvAttentionNet(filters, blocks, size, heads=heads, dropout=dropout,
+                                     attention=attention, context_channels=context_channels,
+                                     dtype=dtype, name=name)
+    return net, transformer
 
 
 def _concat_elu(x):
@@ -106,47 +106,6 @@ class _DequantizationContext(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
-class _SpatialContextConditioner(keras.layers.Layer):
-    """Runs `net` on its input with a flattened spatial context appended as channels.
-
-    `layer(x, context=c)` with `x` of shape `[B, H, W, C]` and `c` of shape
-    `[B, H * W * context_channels]` (the coupling bijectors pass contexts as vectors)
-    reshapes `c` to `[B, H, W, context_channels]` and returns `net(concat([x, c]))`.
-
-    Args:
-        net: a Keras layer taking `[B, H, W, C + context_channels]` (or its config).
-        context_channels: channels of the spatial context.
-        **kwargs: passed to `keras.layers.Layer`.
-    """
-
-    def __init__(self, net, context_channels, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(net, dict):
-            net = keras.saving.deserialize_keras_object(net)
-        if not isinstance(net, keras.layers.Layer):
-            raise TypeError(f"net must be a keras.layers.Layer, got {type(net).__name__}")
-        self.net = net
-        self.context_channels = check_positive_int("context_channels", context_channels)
-
-    def build(self, inputs_shape, context_shape=None):
-        self.net.build((*inputs_shape[:-1], inputs_shape[-1] + self.context_channels))
-
-    def call(self, inputs, context=None):
-        height, width = inputs.shape[1], inputs.shape[2]
-        context = keras.ops.reshape(keras.ops.cast(context, inputs.dtype),
-                                    (-1, height, width, self.context_channels))
-        return self.net(keras.ops.concatenate([inputs, context], axis=-1))
-
-    def compute_output_shape(self, inputs_shape, context_shape=None):
-        return self.net.compute_output_shape(
-            (*inputs_shape[:-1], inputs_shape[-1] + self.context_channels))
-
-    def get_config(self):
-        return {**super().get_config(), "net": keras.saving.serialize_keras_object(self.net),
-                "context_channels": self.context_channels}
-
-
-@keras.saving.register_keras_serializable(package="tfp_flows")
 class VariationalDequantization(InferenceSurjection):
     """Variational dequantization (Flow++): `z = x + u` with `u ~ q(u | x)`, a learned flow.
 
@@ -190,9 +149,11 @@ class VariationalDequantization(InferenceSurjection):
     is already standard Normal and fresh couplings are the identity, so that
     initialisation would start near the identity anyway, and every coupling supplies a
     shift; the 1x1 convolution is shared by all pixels and omitted for one channel, where
-    it would duplicate the scale. The couplings' conditioner is a convolutional ResNet
-    (`tfp_flows.nets.ConvResNet`) and their transformer affine unless `transformer` is
-    given. `q` ignores the `context` of a conditional flow.
+    it would duplicate the scale. As in the original, the couplings' conditioner is the
+    Flow++ network (`tfp_flows.nets.GatedConvAttentionNet`, the context entering every
+    gated convolution) and their transformer the logistic-mixture CDF
+    (`LogisticMixtureCDF(components)`) unless `transformer` is given. `q` ignores the
+    `context` of a conditional flow.
 
     Every parameter of `q` lives in the Keras layers listed by `layers`; a `Flow` holds
     them, so Keras trains and saves them with the flow.
@@ -207,14 +168,14 @@ class VariationalDequantization(InferenceSurjection):
         num_steps: number of coupling steps of `q`.
         filters: width of the couplings' conditioners.
         blocks: residual blocks of each conditioner.
-        components: mixture components of a logistic-mixture coupling transformer.
-        heads: attention heads of a conditioner with self-attention.
-        dropout: dropout rate of the context network (and of conditioners that use
-            dropout), in `[0, 1)`.
+        components: mixture components of the logistic-mixture transformer.
+        heads: attention heads of the conditioners (dividing `filters` with attention).
+        dropout: dropout rate of the context network and the conditioners, in `[0, 1)`.
+        attention: whether the conditioners have self-attention sublayers.
         context_channels: channels of the context computed from `x`.
         transformer: the couplings' elementwise transformer, a
             `tfp_flows.bijectors.Transformer`, one of its names or a serialized config;
-            `None`: affine.
+            `None`: `LogisticMixtureCDF(components)`.
         dtype: dtype policy of the layers (a name such as `"float64"`), `None` for Keras'
             global policy. A `Flow` passes its own.
         name: a name for the surjection (and the prefix of its layers' names).
@@ -235,8 +196,8 @@ class VariationalDequantization(InferenceSurjection):
     default_num_eval_samples = 64
 
     def __init__(self, num_bins, event_shape, num_steps=4, filters=32, blocks=2, components=4,
-                 heads=4, dropout=0.0, context_channels=32, transformer=None, dtype=None,
-                 name="variational_dequantization"):
+                 heads=4, dropout=0.0, attention=True, context_channels=32, transformer=None,
+                 dtype=None, name="variational_dequantization"):
         self.num_bins = check_int("num_bins", num_bins, minimum=2)
         shape = check_shape("event_shape", event_shape)
         if len(shape) != 3 or shape[0] * shape[1] < 2:
@@ -250,6 +211,7 @@ class VariationalDequantization(InferenceSurjection):
         self.heads = check_positive_int("heads", heads)
         self.dropout = check_number("dropout", dropout, minimum=0, maximum=1,
                                     exclusive_maximum=True)
+        self.attention = check_bool("attention", attention)
         self.context_channels = check_positive_int("context_channels", context_channels)
         if transformer is not None:
             get_transformer(transformer)  # raises for an unknown one
@@ -273,7 +235,7 @@ class VariationalDequantization(InferenceSurjection):
             conditioner, coupling_transformer = _coupling_parts(
                 shape, step % 2, transformer, filters=self.filters, blocks=self.blocks,
                 components=self.components, heads=self.heads, dropout=self.dropout,
-                context_channels=self.context_channels, dtype=self.dtype,
+                attention=self.attention, context_channels=self.context_channels, dtype=self.dtype,
                 name=f"{prefix}_conditioner")
             self.conditioners.append(conditioner)
             steps.append(Coupling(
@@ -343,8 +305,8 @@ class VariationalDequantization(InferenceSurjection):
         return {**super().get_config(), "num_bins": self.num_bins,
                 "num_steps": self.num_steps, "filters": self.filters, "blocks": self.blocks,
                 "components": self.components, "heads": self.heads, "dropout": self.dropout,
-                "context_channels": self.context_channels, "transformer": transformer,
-                "dtype": self.dtype}
+                "attention": self.attention, "context_channels": self.context_channels,
+                "transformer": transformer, "dtype": self.dtype}
 
     def __repr__(self):
         return (f"VariationalDequantization(num_bins={self.num_bins}, "

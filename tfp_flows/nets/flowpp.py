@@ -243,7 +243,8 @@ class GatedConvAttentionNet(keras.layers.Layer):
         q = q * ops.cast(1.0 / math.sqrt(head_dim), q.dtype)
         logits = ops.einsum("bqhd,bkhd->bhqk", q, k)
         # Softmax in (at least) float32: half-precision exp/sum of many positions is lossy.
-        weights = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        softmax_dtype = "float64" if logits.dtype == "float64" else "float32"
+        weights = ops.softmax(ops.cast(logits, softmax_dtype), axis=-1)
         attended = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, v.dtype), v)
         attended = ops.reshape(attended, (shape[0], height, width, self.filters))
         attended = self.dropout_layer(attended, training=training)
