@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from tfp_flows import cli, models
+from tfp_flows.cli import startup
 from tfp_flows.distributions import NormalAugmentation
 from tfp_flows.models import FAMILIES, Family, temporary_family
 from tfp_flows.training import EpochCheckpoint, list_checkpoints
@@ -228,13 +229,76 @@ def test_train_help_lists_the_registered_families(capsys):
     assert "(as num_scales)" in text
 
 
-def test_python_m_tfp_flows_cli_runs_the_command():
-    result = subprocess.run([sys.executable, "-m", "tfp_flows.cli", "train", "--help"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-                                 "PYTHONPATH": ROOT})
+# A module of TensorFlow (or of a library that imports it) in `python -X importtime` output.
+_TENSORFLOW_IMPORT = re.compile(
+    r"^import time:.*\| +(tensorflow|tensorflow_probability|keras|tf_keras)(\.\S+)?$",
+    re.MULTILINE)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["demo", "--help"]])
+def test_help_answers_without_importing_tensorflow(args, tmp_path):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "tfp_flows.cli", *args],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert set(_listed_families(result.stdout)) == set(FAMILIES)
+    assert "tfp_flows.cli.arguments" in result.stderr  # -X importtime listed the imports
+    assert not _TENSORFLOW_IMPORT.findall(result.stderr)
+    assert result.stdout.startswith(f"usage: tfp-flows {args[0] if len(args) > 1 else ''}")
+    if args[0] == "train":
+        assert set(_listed_families(result.stdout)) == set(FAMILIES)
+
+
+def test_a_usage_error_is_reported_without_importing_tensorflow(tmp_path):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "tfp_flows.cli", "train",
+                             "--model", "glow", "--dataset", "two_moons", "--out",
+                             str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 2
+    assert "--model glow needs image data, got the toy density 'two_moons'" in result.stderr
+    assert not _TENSORFLOW_IMPORT.findall(result.stderr)
+
+
+def test_a_run_writes_no_tensorflow_start_up_log(tmp_path):
+    result = _run_command(["demo", "--quick", "--out", str(tmp_path / "out"), *TINY[2:]],
+                          tmp_path)  # TF_CPP_MIN_LOG_LEVEL unset
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "realnvp on two_moons: train NLL" in result.stdout
+    noise = [line for line in result.stderr.splitlines()
+             if re.search(r"cuInit|cuda|oneDNN|cpu_feature_guard|absl::InitializeLog", line)]
+    assert not noise, result.stderr[-3000:]
+
+
+def test_the_command_log_level_defaults_to_quiet_and_a_users_level_holds(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert startup.command_log_level() == 3 and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert startup.command_log_level() == 0 and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "quiet")
+    assert startup.command_log_level() == 0
+
+
+# What TensorFlow writes to stderr while it loads, before its logging is set up.
+START_UP_LOG = [
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    b"I0000 00:00:1796032371.632393   31206 port.cc:153] oneDNN custom operations are on.\n",
+    b"W0000 00:00:1796032371.632730   31206 some_file.cc:31] a warning\n",
+    b"E0000 00:00:1796032374.933419   31206 cuda_platform.cc:52] failed call to cuInit\n",
+    b"F0000 00:00:1796032374.933419   31206 some_file.cc:9] a fatal error\n",
+]
+
+
+@pytest.mark.parametrize("level, kept", [(0, [0, 1, 2, 3, 4]), (1, [0, 2, 3, 4]), (2, [3, 4]),
+                                         (3, [4])])
+def test_start_up_log_records_below_the_level_are_dropped(level, kept, capfd):
+    with startup._stderr_without_records_below(level):
+        for line in START_UP_LOG:
+            os.write(2, line)
+        os.write(2, b"module.py:3: UserWarning: other lines stay\n")
+        os.write(2, b"I0000 is not a record without its source line\n")
+    expected = b"".join(START_UP_LOG[i] for i in kept).decode()
+    assert capfd.readouterr().err == (expected + "module.py:3: UserWarning: other lines stay\n"
+                                      "I0000 is not a record without its source line\n")
 
 
 def _tiny_realnvp(event_shape, num_layers, seed=0):

@@ -162,7 +162,7 @@ def test_only_the_student_is_trainable():
     distiller = Distiller(teacher, student)
     assert teacher.trainable is False and not teacher.trainable_weights
     assert {id(v) for v in distiller.trainable_variables} == {
-        id(v) for v in student.trainable_variables}
+        id(v) for v in student.trainable_weights}
 
 
 # -- training a RealNVP student from a trained RealNVP teacher ------------------------------

@@ -1,9 +1,12 @@
 """Package hygiene: what each subpackage exports, and where TFP's private names are used."""
 
 import importlib
+import json
 import os
 import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -44,3 +47,53 @@ def test_tfp_private_names_are_imported_in_one_module():
                     if private.search(source.read()):
                         users.append(os.path.relpath(path, ROOT))
     assert users == [os.path.join("bijectors", "_tfp_private.py")]
+
+
+# -- loading on first use ----------------------------------------------------------------------
+
+_FRESH_PROCESS = """
+import json, sys
+import tfp_flows as tff
+report = {"tensorflow after import tfp_flows": "tensorflow" in sys.modules,
+          "dir": dir(tff)}
+import tfp_flows._registry, tfp_flows.cli, tfp_flows.datasets.toy  # what --help reads
+report["tensorflow after the command's tables"] = "tensorflow" in sys.modules
+from tfp_flows.training import resume
+report["models before resume"] = "tfp_flows.models" in sys.modules
+model, epoch = resume(sys.argv[1])
+report["resumed"] = [type(model).__name__, epoch]
+from tfp_flows import models
+report["same models"] = tff.models is models and tff.models.Glow is models.glow.Glow
+print(json.dumps(report))
+"""
+
+
+def test_subpackages_load_when_first_used(tmp_path):
+    """`import tfp_flows` imports no TensorFlow; every way of reaching a subpackage works,
+    and a checkpoint resumes in a process that never imported `tfp_flows.models`."""
+    flow = tfp_flows.models.RealNVP([2], num_layers=1, hidden_units=[4])
+    flow.compile()
+    flow.save(tfp_flows.training.checkpoint_path(tmp_path, 3))
+    result = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path)],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["tensorflow after import tfp_flows"] is False
+    assert report["tensorflow after the command's tables"] is False
+    assert set(SUBPACKAGES) <= set(report["dir"])
+    assert report["models before resume"] is False
+    assert report["resumed"] == ["RealNVP", 3]
+    assert report["same models"] is True
+
+
+def test_the_package_lists_and_rejects_names_like_a_module():
+    assert set(tfp_flows.__all__) == {*SUBPACKAGES, "__version__"}
+    assert set(SUBPACKAGES) <= set(dir(tfp_flows))
+    with pytest.raises(AttributeError, match="module 'tfp_flows' has no attribute 'nets2'"):
+        tfp_flows.nets2  # noqa: B018
+    datasets = importlib.import_module("tfp_flows.datasets")
+    assert set(datasets.__all__) <= set(dir(datasets))
+    assert datasets.load_digits is importlib.import_module("tfp_flows.datasets.images").load_digits
+    with pytest.raises(AttributeError, match="has no attribute 'load_cifar'"):
+        datasets.load_cifar  # noqa: B018

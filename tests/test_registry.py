@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tfp_flows import models
+from tfp_flows import _registry, models
 from tfp_flows.cli import arguments
 from tfp_flows.models import FAMILIES, Family, get_family, register_family, temporary_family
 from tfp_flows.models.registry import SETTINGS
@@ -34,7 +34,7 @@ def families_table():
     """The markdown table of the registered families, as docs/families/index.md has it."""
     rows = ["| `--model` | builder | data | what it adds | reference |", "|---|---|---|---|---|"]
     for family in FAMILIES.values():
-        builder = family.builder
+        builder = family.load_builder()
         path = (f"tff.models.{builder.__name__}"
                 if getattr(models, builder.__name__, None) is builder
                 else f"{builder.__module__}.{builder.__qualname__}")
@@ -50,7 +50,10 @@ def families_table():
 def test_builtin_families_and_their_builders():
     expected = {"nice": models.NICE, "realnvp": models.RealNVP, "glow": models.Glow,
                 "maf": models.MAF, "iaf": models.IAF}
-    assert {name: FAMILIES[name].builder for name in expected} == expected
+    assert {name: FAMILIES[name].load_builder() for name in expected} == expected
+    # Named by import path: the table is read without importing TensorFlow.
+    assert {name: FAMILIES[name].builder for name in expected} == {
+        name: f"tfp_flows.models:{builder.__name__}" for name, builder in expected.items()}
     for name, family in FAMILIES.items():
         assert family.name == name and get_family(name) is family
         assert family.description and family.reference
@@ -101,7 +104,11 @@ def test_family_fields_are_read_only():
     ({"name": 3}, TypeError, "name must be a str, got 3 of type int"),
     ({"name": "Tiny Flow"}, ValueError, "name must be lower case letters, digits and "
                                         "underscores, starting with a letter; got 'Tiny Flow'"),
-    ({"builder": "RealNVP"}, TypeError, "builder of family 'tiny' must be callable"),
+    ({"builder": 3}, TypeError, "builder of family 'tiny' must be callable or an import path "
+                                "'package.module:name', got 3"),
+    ({"builder": "RealNVP"}, ValueError, "builder of family 'tiny' must be callable or an "
+                                         "import path 'package.module:name', got 'RealNVP'"),
+    ({"builder": "tfp_flows.models:"}, ValueError, "got 'tfp_flows.models:'"),
     ({"description": None}, TypeError, "description must be a str, got None"),
     ({"data_kinds": "vector"}, TypeError, "data_kinds must be a tuple of data kinds"),
     ({"data_kinds": ("vector", "audio")}, ValueError,
@@ -137,6 +144,20 @@ def test_options_and_defaults_are_normalised():
     assert family.settings() == family.settings("vector") == ("num_layers",)
 
 
+def test_a_builder_named_by_import_path_is_imported_to_build():
+    family = _family(builder="tests_registry_builders:tiny_flow")
+    assert family.builder == "tests_registry_builders:tiny_flow"  # not imported yet
+    with pytest.raises(ModuleNotFoundError, match="tests_registry_builders"):
+        family.build([2], {"num_layers": 2})
+    nested = _family(builder="tfp_flows.models:RealNVP.from_config")
+    assert nested.load_builder() == models.RealNVP.from_config
+    with pytest.raises(TypeError, match=r"builder of family 'tiny', "
+                                        r"'tfp_flows.models:FAMILIES', is not callable"):
+        _family(builder="tfp_flows.models:FAMILIES").load_builder()
+    flow = _family(builder=f"{__name__}:_tiny").build([2], {"num_layers": 2})
+    assert isinstance(flow, models.RealNVP) and flow.num_layers == 2
+
+
 def test_register_and_get_check_their_arguments():
     with pytest.raises(TypeError, match="family must be a Family, got 'tiny' of type str"):
         register_family("tiny")
@@ -158,7 +179,7 @@ def test_temporary_family_restores_the_table():
     with pytest.raises(RuntimeError), temporary_family(replacement):
         assert get_family("realnvp") is replacement
         raise RuntimeError  # the table is restored on errors too
-    assert dict(FAMILIES) == before and get_family("realnvp").builder is models.RealNVP
+    assert dict(FAMILIES) == before and get_family("realnvp").load_builder() is models.RealNVP
 
 
 def test_register_family_adds_until_removed():
@@ -167,7 +188,7 @@ def test_register_family_adds_until_removed():
         replacement = _family(description="another tiny RealNVP")
         assert register_family(replacement, replace=True) is get_family("tiny")
     finally:
-        models.registry._FAMILIES.pop("tiny", None)
+        _registry._FAMILIES.pop("tiny", None)
     assert "tiny" not in FAMILIES
 
 

@@ -54,6 +54,11 @@ The families, their data and their options come from `tfp_flows.models.FAMILIES`
 package splits along the run: `arguments` (options, defaults, settings), `data` (toy and
 image sets, shuffled batches), `training` (the flow, the loop, checkpoints and `--resume`)
 and `outputs` (plots, export, `metrics.json`).
+
+Parsing the command line (and answering `--help`) imports no TensorFlow: the parser reads
+TensorFlow-free tables (`catalog`). A run then imports TensorFlow without its start-up log
+(`startup`): `TF_CPP_MIN_LOG_LEVEL` defaults to 3 for the command, and a level the user
+sets holds (`TF_CPP_MIN_LOG_LEVEL=0 tfp-flows ...` shows everything).
 """
 
 
@@ -69,8 +74,15 @@ from tfp_flows.cli.arguments import (
     build_parser,
     settings_of,
 )
-from tfp_flows.cli.catalog import IMAGE_DATASETS, TEST_FRACTION, TFDS_PREFIX, dataset_kind
+from tfp_flows.cli.catalog import (
+    IMAGE_DATASETS,
+    TEST_FRACTION,
+    TFDS_PREFIX,
+    dataset_kind,
+    families,
+)
 from tfp_flows.cli.errors import DataUnavailableError, ResumeError, UsageError
+from tfp_flows.cli.startup import import_tensorflow
 
 __all__ = [
     "DEMO_DEFAULTS",
@@ -114,9 +126,7 @@ def __getattr__(name):
         return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
     # `MODELS` was a fixed tuple; the families now live in the registry and may change.
     if name == "MODELS":
-        from tfp_flows.models import FAMILIES
-
-        return tuple(sorted(FAMILIES))
+        return tuple(sorted(families()))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -149,6 +159,7 @@ def main(argv=None):
     if not os.access(out, os.W_OK):
         parser.error(f"output directory --out {args.out!r} is not writable")
     is_train = args.command == "train"
+    import_tensorflow()  # first: TensorFlow's start-up log follows the command's level
     from tfp_flows.cli.training import run
 
     try:

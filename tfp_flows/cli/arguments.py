@@ -9,6 +9,7 @@ on which kind of data, and their defaults where a family has its own (read throu
 import argparse
 import textwrap
 
+from tfp_flows._registry import get_family
 from tfp_flows.cli.catalog import (
     DATA_KINDS,
     IMAGE_DATASETS,
@@ -308,8 +309,6 @@ def _check_data_kind(family, kind, dataset):
 
 
 def _train_settings(args):
-    from tfp_flows.models.registry import get_family  # imports TensorFlow
-
     family = get_family(args.model)
     kind = dataset_kind(args.dataset)
     _check_data_kind(family, kind, args.dataset)

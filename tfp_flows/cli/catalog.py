@@ -3,10 +3,14 @@
 The families, their settings and the toy densities are read from the library's own tables
 (`tfp_flows.models.FAMILIES`, `tfp_flows.models.SETTINGS`,
 `tfp_flows.datasets.TOY_DATASETS`), the one source of truth: a family registered at run
-time is listed and trainable.
+time is listed and trainable. None of them imports TensorFlow (the family table lives in
+`tfp_flows._registry`), so neither does building the parser.
 """
 
 import collections
+
+from tfp_flows import _registry
+from tfp_flows.datasets.toy import TOY_DATASETS
 
 __all__ = [
     "DATA_KINDS",
@@ -52,22 +56,16 @@ def describe_families(registered):
 
 def families():
     """The registered families as `{name: FamilyInfo}`, in registration order."""
-    from tfp_flows.models.registry import FAMILIES
-
-    return describe_families(FAMILIES)
+    return describe_families(_registry.FAMILIES)
 
 
 def settings():
     """The model settings a family can take, with what they set (`tff.models.SETTINGS`)."""
-    from tfp_flows.models.registry import SETTINGS
-
-    return SETTINGS
+    return _registry.SETTINGS
 
 
 def toy_dataset_names():
     """The names of the toy densities (`tfp_flows.datasets.TOY_DATASETS`)."""
-    from tfp_flows.datasets.toy import TOY_DATASETS
-
     return tuple(TOY_DATASETS)
 
 

@@ -12,6 +12,7 @@ from tfp_flows._atomic import staged
 from tfp_flows.bijectors import FlowChain
 from tfp_flows.bijectors.base import check_event_shape
 from tfp_flows.models._data import Support, check_array, check_dataset, describe
+from tfp_flows.models._variables import ModuleVariables
 from tfp_flows.training import BitsPerDim, NaNGuard
 
 __all__ = ["Flow"]
@@ -23,7 +24,7 @@ def _accelerator_present():
     return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 
 
-class Flow(keras.Model):
+class Flow(ModuleVariables, keras.Model):
     """Base class of every flow model: owns the conditioners, builds the distribution once.
 
     Subclasses create their Keras layers in `__init__`, keep them as attributes (so Keras
@@ -36,6 +37,12 @@ class Flow(keras.Model):
     `compile()` needs no loss: training minimises the negative log-likelihood (nats per
     example, reported as `loss`) and reports `bits_per_dim`. `fit(x)` takes data without
     targets; a conditional flow takes `fit(x, context=c)`.
+
+    **Variables.** `trainable_weights` lists the Keras variables (Keras trains and saves
+    them); `trainable_variables`, the `tf.Module` name TFP uses, lists the `tf.Variable`s
+    behind them in the same order, so that
+    `tfp.vi.fit_surrogate_posterior(..., trainable_variables=flow.trainable_variables)`
+    and `tf.GradientTape` work with them as with any `tf.Variable`s (see docs/tfp.md).
 
     **Bound flows.** A flow may model its data through an inference surjection
     (`tfp_flows.distributions.InferenceSurjection`: dequantization, noise augmentation):
@@ -305,7 +312,7 @@ class Flow(keras.Model):
         self.compile(**config)
         if self.built:
             # Create the optimizer's variables so its saved state can be restored.
-            self.optimizer.build(self.trainable_variables)
+            self.optimizer.build(self.trainable_weights)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The mean negative log-likelihood of the batch, `y_pred` being its `log_prob`.

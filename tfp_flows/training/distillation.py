@@ -325,7 +325,7 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         del data  # a placeholder: the student's samples are the data
-        variables = self.student.trainable_variables
+        variables = self.student.trainable_weights
         with tf.GradientTape() as tape:
             values, size = self._step_terms()
             loss = values["loss"]
