@@ -54,36 +54,57 @@ def test_tfp_private_names_are_imported_in_one_module():
 _FRESH_PROCESS = """
 import json, sys
 import tfp_flows as tff
+import keras
+report = {"models after import tfp_flows": "tfp_flows.models" in sys.modules,
+          "dir": dir(tff)}
+model = keras.saving.load_model(sys.argv[1])  # finds the package's registered classes
+report["loaded"] = type(model).__name__
+from tfp_flows import models
+report["same models"] = tff.models is models and tff.models.RealNVP is models.RealNVP
+print(json.dumps(report))
+"""
+
+_COMMAND_PROCESS = """
+import json, sys
+sys.argv[0] = "/some/where/bin/tfp-flows"  # as the console script starts
+import tfp_flows as tff
 report = {"tensorflow after import tfp_flows": "tensorflow" in sys.modules,
           "dir": dir(tff)}
 import tfp_flows._registry, tfp_flows.cli, tfp_flows.datasets.toy  # what --help reads
 report["tensorflow after the command's tables"] = "tensorflow" in sys.modules
-from tfp_flows.training import resume
-report["models before resume"] = "tfp_flows.models" in sys.modules
-model, epoch = resume(sys.argv[1])
-report["resumed"] = [type(model).__name__, epoch]
 from tfp_flows import models
 report["same models"] = tff.models is models and tff.models.Glow is models.glow.Glow
 print(json.dumps(report))
 """
 
 
-def test_subpackages_load_when_first_used(tmp_path):
-    """`import tfp_flows` imports no TensorFlow; every way of reaching a subpackage works,
-    and a checkpoint resumes in a process that never imported `tfp_flows.models`."""
-    flow = tfp_flows.models.RealNVP([2], num_layers=1, hidden_units=[4])
-    flow.compile()
-    flow.save(tfp_flows.training.checkpoint_path(tmp_path, 3))
-    result = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path)],
+def _fresh_process(script, *args):
+    result = subprocess.run([sys.executable, "-c", script, *args],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": os.path.dirname(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.splitlines()[-1])
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_the_package_registers_its_keras_classes(tmp_path):
+    """`import tfp_flows` alone is enough for `keras.saving.load_model` of a saved flow."""
+    flow = tfp_flows.models.RealNVP([2], num_layers=1, hidden_units=[4])
+    path = str(tmp_path / "flow.keras")
+    flow.save(path)
+    report = _fresh_process(_FRESH_PROCESS, path)
+    assert report["models after import tfp_flows"] is True
+    assert report["loaded"] == "RealNVP"
+    assert set(SUBPACKAGES) <= set(report["dir"])
+    assert report["same models"] is True
+
+
+def test_the_command_loads_subpackages_when_first_used():
+    """In the `tfp-flows` command, importing the package and the tables `--help` reads
+    imports no TensorFlow; every way of reaching a subpackage still works."""
+    report = _fresh_process(_COMMAND_PROCESS)
     assert report["tensorflow after import tfp_flows"] is False
     assert report["tensorflow after the command's tables"] is False
     assert set(SUBPACKAGES) <= set(report["dir"])
-    assert report["models before resume"] is False
-    assert report["resumed"] == ["RealNVP", 3]
     assert report["same models"] is True
 
 

@@ -8,7 +8,6 @@ renamed into place with `os.replace`, so a crash never leaves a truncated checkp
 a checkpoint's name.
 """
 
-import importlib
 import json
 import os
 import re
@@ -119,9 +118,6 @@ def resume(directory, custom_objects=None):
         >>> model, initial_epoch
         (None, 0)
     """
-    # A checkpoint names classes of tfp_flows.models, which Keras finds once that package
-    # is imported. It imports this one, so it is imported here, when a checkpoint loads.
-    importlib.import_module("tfp_flows.models")
     for path, completed in _usable_checkpoints(directory):
         try:
             model = keras.saving.load_model(path, custom_objects=custom_objects)
