@@ -33,14 +33,16 @@ class ActNorm(FlowBijector):
     """Per-channel affine normalisation (Glow's ActNorm) with data-dependent initialisation.
 
     With `s` (`log_scale`) and `b` (`bias`), vectors of the channel size read from an
-    `ActNormParams` layer and broadcast over the other event axes. The inverse is the
+    `ActNormParams` layer and broadcast over the other event axes (or, for a layer with
+    `spatial_shape`, one per element of the event: Flow++'s per-element form). The
+    inverse is the
     data -> noise (normalising) direction, the one `log_prob` of a
     `tfd.TransformedDistribution` runs on data:
 
     - inverse: `z = (x + b) * exp(s)`
     - forward: `x = z * exp(-s) - b`
     - log-det: inverse `H * W * sum(s)` (an image `[H, W, C]`; `sum(s)` for a vector
-      `[D]`), forward the negative.
+      `[D]` and for per-element parameters), forward the negative.
 
     Data-dependent initialisation: the parameters start as the identity. The first time
     the inverse runs on data while `training` is true (Keras propagates it from
@@ -86,6 +88,11 @@ class ActNorm(FlowBijector):
             raise ValueError(
                 f"event_shape {event_shape} has {event_shape[-1]} channels on its last axis "
                 f"but params_layer has num_channels={params_layer.num_channels}")
+        spatial_shape = getattr(params_layer, "spatial_shape", None)
+        if spatial_shape is not None and list(spatial_shape) != event_shape[:-1]:
+            raise ValueError(
+                f"params_layer has per-element parameters for spatial_shape {spatial_shape}, "
+                f"which must be event_shape[:-1] = {event_shape[:-1]}")
         self.params_layer = params_layer
         super().__init__(event_shape, parameters=parameters, name=name,
                          validate_args=validate_args)
@@ -100,8 +107,9 @@ class ActNorm(FlowBijector):
         else:
             # Base noise is no data to initialise from.
             log_scale, bias = self.params_layer(x, training=False)
-        # One log-scale per channel, counted once per pixel of an image.
-        pixels = math.prod(self._event_shape_in[:-1])
+        # A per-channel log-scale counts once per pixel of an image; per-element ones once.
+        pixels = (1 if getattr(self.params_layer, "spatial_shape", None) is not None
+                  else math.prod(self._event_shape_in[:-1]))
         log_det = self._per_example(tf.cast(pixels, x.dtype) * tf.reduce_sum(log_scale), x)
         if inverse:
             return (x + bias) * tf.exp(log_scale), log_det

@@ -1,4 +1,5 @@
-"""The parameters of Glow's ActNorm: a per-channel log-scale and bias with data-dependent init."""
+"""The parameters of Glow's ActNorm: a per-channel (or per-element) log-scale and bias with
+data-dependent init."""
 
 import keras
 import tensorflow as tf
@@ -13,7 +14,8 @@ __all__ = ["ActNormParams"]
 class ActNormParams(keras.layers.Layer):
     """Owns ActNorm's per-channel `log_scale` and `bias` and whether they were initialised.
 
-    Weights (all of shape `[num_channels]` but the flag, a scalar):
+    Weights (all of shape `[num_channels]`, or `[*spatial_shape, num_channels]` with
+    `spatial_shape`, but the flag, a scalar):
 
     - `log_scale`, `bias`: trainable, zeros (the identity) until initialised;
     - `initialized`: non-trainable float, `0.` or `1.`. It is a Keras weight so that the
@@ -45,10 +47,14 @@ class ActNormParams(keras.layers.Layer):
             an image).
         epsilon: added to the standard deviation at initialisation, so a constant channel
             gets a large but finite scale.
+        spatial_shape: `None` (one scale and bias per channel, Glow's ActNorm), or the
+            leading event axes `[H, W]` of an image (`[D]`-vectors have none) to give every
+            element its own scale and bias, Flow++'s per-element normalisation; the
+            statistics are then over the batch alone.
         **kwargs: passed to `keras.layers.Layer`.
     """
 
-    def __init__(self, num_channels, epsilon=1e-6, **kwargs):
+    def __init__(self, num_channels, epsilon=1e-6, spatial_shape=None, **kwargs):
         # Under a mixed-precision policy the statistics and parameters stay in the data
         # dtype: inputs are not cast to float16, nor are the weights when read (hence
         # also `autocast=False` on each weight).
@@ -56,6 +62,15 @@ class ActNormParams(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_channels = check_positive_int("num_channels", num_channels)
         self.epsilon = check_positive_number("epsilon", epsilon)
+        if spatial_shape is not None:
+            if isinstance(spatial_shape, str) or not hasattr(spatial_shape, "__iter__"):
+                raise TypeError(f"spatial_shape must be None or a list of positive ints, got "
+                                f"{spatial_shape!r}")
+            spatial_shape = [check_positive_int("spatial_shape entries", d)
+                             for d in spatial_shape]
+        self.spatial_shape = spatial_shape
+        # The shape of log_scale and bias.
+        self.param_shape = [*(spatial_shape or []), self.num_channels]
         # The shapes are known here: creating the weights now lets the sampling direction
         # read them before any data went through the layer.
         self.build()
@@ -68,10 +83,10 @@ class ActNormParams(keras.layers.Layer):
             return
         # "mean" aggregation: under tf.distribute every replica assigns the same
         # global-batch statistics, whose mean is themselves.
-        self.log_scale = self.add_weight(shape=[self.num_channels], initializer="zeros",
+        self.log_scale = self.add_weight(shape=self.param_shape, initializer="zeros",
                                          name="log_scale", aggregation="mean",
                                          autocast=False)
-        self.bias = self.add_weight(shape=[self.num_channels], initializer="zeros",
+        self.bias = self.add_weight(shape=self.param_shape, initializer="zeros",
                                     name="bias", aggregation="mean", autocast=False)
         self.initialized = self.add_weight(shape=[], initializer="zeros", dtype="float32",
                                            trainable=False, name="initialized",
@@ -83,14 +98,14 @@ class ActNormParams(keras.layers.Layer):
                 tf.cast(tf.convert_to_tensor(self.bias), dtype))
 
     def _statistics(self, x):
-        """Returns `(-mean, -log(std + epsilon))` of `x` per channel, in the weights' dtype."""
+        """Returns `(-mean, -log(std + epsilon))` of `x` per parameter, in the weights' dtype."""
         x = tf.stop_gradient(tf.convert_to_tensor(x))
         if x.shape.rank is not None and x.shape[-1] not in (None, self.num_channels):
             raise ValueError(f"{self.name} expects {self.num_channels} channels on the last "
                              f"axis, got shape {x.shape.as_list()}")
         # Statistics in float32 at least (a float16 variance of raw pixels overflows).
         stat_dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
-        flat = tf.reshape(tf.cast(x, stat_dtype), [-1, self.num_channels])
+        flat = tf.reshape(tf.cast(x, stat_dtype), [-1, *self.param_shape])
         # Over the global batch under tf.distribute: every replica gets the same values.
         mean, variance = _replicas.global_moments(flat, axes=[0])
         log_scale = -tf.math.log(tf.sqrt(variance) + tf.cast(self.epsilon, stat_dtype))
@@ -99,8 +114,9 @@ class ActNormParams(keras.layers.Layer):
     def initialize_from(self, x):
         """Sets `bias = -mean(x)`, `log_scale = -log(std(x) + epsilon)` and the flag.
 
-        Statistics are per channel, over every axis but the last, so `(x + bias) *
-        exp(log_scale)` has zero mean and unit variance per channel. Works eagerly, in a
+        Statistics are per parameter (per channel, over every axis but the last; per
+        element with `spatial_shape`, over the batch), so `(x + bias) * exp(log_scale)` has
+        zero mean and unit variance per channel (element). Works eagerly, in a
         `tf.function` and under XLA.
         """
         bias, log_scale = self._statistics(x)
@@ -147,4 +163,4 @@ class ActNormParams(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_channels": self.num_channels,
-                "epsilon": self.epsilon}
+                "epsilon": self.epsilon, "spatial_shape": self.spatial_shape}
