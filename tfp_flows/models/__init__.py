@@ -3,6 +3,7 @@
 from tfp_flows.models.autoregressive import IAF, MAF
 from tfp_flows.models.coupling_flows import NICE, RealNVP
 from tfp_flows.models.flow import Flow
+from tfp_flows.models.flowpp import FlowPlusPlus
 from tfp_flows.models.glow import Glow
 from tfp_flows.models.multiscale import CREATION_ORDERS, multiscale_bijector
 from tfp_flows.models.registry import (
@@ -16,5 +17,5 @@ from tfp_flows.models.registry import (
 )
 
 __all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SETTINGS",
-           "Family", "Flow", "Glow", "RealNVP", "get_family", "multiscale_bijector",
+           "Family", "Flow", "FlowPlusPlus", "Glow", "RealNVP", "get_family", "multiscale_bijector",
            "register_family", "temporary_family"]
