@@ -58,7 +58,8 @@ SETTINGS = types.MappingProxyType({
     "num_steps": "flow steps per level",
     "hidden_channels": "width of the conv ResNet conditioners",
     "num_blocks": "residual blocks per conditioner",
-    "coupling": "coupling transformer: affine or additive",
+    "coupling": "coupling transformer: affine, additive (NICE, Glow) or logistic_mixture "
+                "(Flow++)",
 })
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -314,6 +315,13 @@ for _family in (
            data_kinds=("image",),
            options={"image": ("num_levels", "num_steps", "hidden_channels", "num_blocks",
                               "coupling")}),
+    Family("flowpp", "tfp_flows.models:FlowPlusPlus", "mixture-of-logistics CDF coupling, "
+           "variational dequantization, attention in coupling nets",
+           "Ho et al. 2019, arXiv:1902.00275", data_kinds=("image",),
+           options={"image": ("num_levels", "hidden_channels", "num_blocks", "coupling")},
+           arguments={"hidden_channels": "filters", "num_blocks": "blocks"},
+           defaults={"image": {"hidden_channels": 32, "num_blocks": 2,
+                               "coupling": "logistic_mixture"}}),
     Family("maf", "tfp_flows.models:MAF", "masked autoregressive density estimation (MADE "
            "conditioners)", "Papamakarios et al. 2017, arXiv:1705.07057; Germain et al. "
            "2015, arXiv:1502.03509", data_kinds=("vector",), options={"vector": _VECTOR}),

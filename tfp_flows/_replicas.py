@@ -110,11 +110,12 @@ def global_moments(x, axes):
     sum_dtype = tf.float64
     values = tf.cast(x, sum_dtype)
     count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), sum_dtype)
+    summed = tf.reduce_sum(values, axis=axes)
+    # One all-reduce of the count and the sums (any shape, e.g. per-element statistics).
     sums = context.all_reduce(
-        tf.distribute.ReduceOp.SUM,
-        tf.concat([[count], tf.reduce_sum(values, axis=axes)], axis=0))
+        tf.distribute.ReduceOp.SUM, tf.concat([[count], tf.reshape(summed, [-1])], axis=0))
     total = tf.maximum(sums[0], 1.0)
-    mean = sums[1:] / total
+    mean = tf.reshape(sums[1:], tf.shape(summed)) / total
     squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
                                  tf.reduce_sum(tf.square(values - mean), axis=axes))
     return tf.cast(mean, x.dtype), tf.cast(squares / total, x.dtype)

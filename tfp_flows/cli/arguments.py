@@ -147,7 +147,7 @@ _MODEL_OPTIONS = {
     "num_steps": {"type": _positive_int},
     "hidden_channels": {"type": _positive_int},
     "num_blocks": {"type": _positive_int},
-    "coupling": {"choices": ("affine", "additive")},
+    "coupling": {"choices": ("affine", "additive", "logistic_mixture")},
 }
 
 

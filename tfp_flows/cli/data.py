@@ -45,6 +45,7 @@ __all__ = [
     "SHUFFLE_BUFFER",
     "RunData",
     "dataset_kind",
+    "dequantizes_itself",
     "evaluation_batches",
     "is_streamed",
     "load_data",
@@ -157,35 +158,54 @@ def _num_examples(dataset):
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
-def training_batches(data, batch_size, seed):
+def dequantizes_itself(flow):
+    """Whether `flow` takes integer levels and dequantizes them itself (a dequantizer flow:
+    uniform or variational dequantization inside the flow)."""
+    return bool(getattr(flow.surjection, "discrete", False))
+
+
+def training_batches(data, batch_size, seed, dequantize=True):
     """Training batches of a run's data and the callback telling them the epoch.
 
-    See `shuffled_batches` (in-memory sets) and `streamed_batches` (tfds sets).
+    See `shuffled_batches` (in-memory sets) and `streamed_batches` (tfds sets). Images are
+    uniformly dequantized unless `dequantize` is false (a flow that dequantizes itself, such
+    as one with variational dequantization, takes the integer levels).
     """
     if is_streamed(data):
-        return streamed_batches(data.train, data.num_train, batch_size, seed)
-    return shuffled_batches(data.train, batch_size, seed, dequantize=data.is_image)
+        return streamed_batches(data.train, data.num_train, batch_size, seed,
+                                dequantize=dequantize)
+    return shuffled_batches(data.train, batch_size, seed,
+                            dequantize=data.is_image and dequantize)
 
 
-def evaluation_batches(data, split, dequantize_seed=None):
-    """Batches of `EVAL_BATCH_SIZE` for evaluating on the `"train"` or `"test"` set.
+def evaluation_batches(data, split, dequantize_seed=None, batch_size=EVAL_BATCH_SIZE):
+    """Batches for evaluating on the `"train"` or `"test"` set.
 
-    In-memory sets give their array (`mean_nll` batches it). Streamed sets give a
-    pipeline, dequantized with noise fixed by `(dequantize_seed, batch)` alone; the test
-    set of a run is dequantized with the run's seed + 1, as the in-memory sets are.
+    In-memory sets give their array (`mean_nll` batches it): the training levels, the
+    test set dequantized once, or, with `dequantize_seed=None`, the test levels. Streamed
+    sets give a pipeline of `batch_size` batches, dequantized with noise fixed by
+    `(dequantize_seed, batch)` alone (the test set of a run with the run's seed + 1, as the
+    in-memory sets are), or the integer levels as floats with `dequantize_seed=None`.
     """
-    levels = data.train if split == "train" else data.test
     if not is_streamed(data):
-        return levels
+        if split == "train":
+            return data.train
+        return data.test if dequantize_seed is not None else data.test_levels
+    levels = data.train if split == "train" else data.test
+    if dequantize_seed is None:
+        return (levels.batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
+                .prefetch(tf.data.AUTOTUNE))
     seed = tf.constant(dequantize_seed, tf.int64)
-    return (levels.batch(EVAL_BATCH_SIZE).enumerate()
+    return (levels.batch(batch_size).enumerate()
             .map(lambda index, x: uniform_dequantize(x, seed=tf.stack([seed, index])),
                  num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def streamed_batches(levels, num_examples, batch_size, seed, shuffle_buffer=SHUFFLE_BUFFER):
-    """Dequantized, shuffled batches streamed from a `tf.data` pipeline of integer images.
+def streamed_batches(levels, num_examples, batch_size, seed, shuffle_buffer=SHUFFLE_BUFFER,
+                     dequantize=True):
+    """Dequantized, shuffled batches streamed from a `tf.data` pipeline of integer images
+    (with `dequantize=False`, the levels as floats).
 
     The images are read as training goes (a shuffle buffer of `shuffle_buffer` examples,
     prefetching), never all held in memory. Both the shuffle and the noise are drawn from
@@ -198,7 +218,9 @@ def streamed_batches(levels, num_examples, batch_size, seed, shuffle_buffer=SHUF
     num_batches = num_examples // batch_size
     seed = tf.constant(seed, tf.int64)
 
-    def dequantize(index, x):
+    def load(index, x):
+        if not dequantize:
+            return tf.cast(x, tf.float32)
         # A negative second component keeps these seeds apart from evaluation's.
         return uniform_dequantize(x, seed=tf.stack([seed, -1 - epoch * num_batches - index]))
 
@@ -213,7 +235,7 @@ def streamed_batches(levels, num_examples, batch_size, seed, shuffle_buffer=SHUF
         finally:
             graph.seed = graph_seed
         return (shuffled.batch(batch_size, drop_remainder=True).enumerate()
-                .map(dequantize, num_parallel_calls=tf.data.AUTOTUNE))
+                .map(load, num_parallel_calls=tf.data.AUTOTUNE))
 
     batches = (tf.data.Dataset.range(1).flat_map(one_epoch)
                .apply(tf.data.experimental.assert_cardinality(num_batches))
@@ -248,6 +270,8 @@ def shuffled_batches(train, batch_size, seed, dequantize=False):
         if dequantize:
             # A negative second component keeps these seeds apart from the shuffle's.
             x = uniform_dequantize(x, seed=tf.stack([seed, -1 - epoch * num_batches - index]))
+        elif x.dtype.is_integer:
+            x = tf.cast(x, tf.float32)
         return x
 
     def one_epoch(_):

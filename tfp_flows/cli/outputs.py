@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows._atomic import write_json
-from tfp_flows.cli.data import EVAL_BATCH_SIZE, evaluation_batches
+from tfp_flows.cli.data import EVAL_BATCH_SIZE, dequantizes_itself, evaluation_batches
 from tfp_flows.datasets import plot_density, plot_image_grid, plot_samples
 from tfp_flows.distributions import uniform_dequantize
 from tfp_flows.training import bits_per_dim
@@ -26,7 +26,13 @@ NUM_SAMPLES = 5000
 NUM_IMAGE_SAMPLES = 64
 
 
-def mean_nll(flow, x, dequantize_seed=None):
+def eval_batch_size(flow, num_samples=None):
+    """Examples per `log_prob` call: a bound flow with `k` samples evaluates `k` times as
+    many latents per example, so it takes `EVAL_BATCH_SIZE // k` (at least one)."""
+    return max(1, EVAL_BATCH_SIZE // (num_samples or flow.num_eval_samples))
+
+
+def mean_nll(flow, x, dequantize_seed=None, num_samples=None):
     """Mean negative log-likelihood of `x` in nats, in float64, evaluated in batches.
 
     `x` is an array, or a `tf.data.Dataset` of batches (streamed, never held whole). With
@@ -36,26 +42,36 @@ def mean_nll(flow, x, dequantize_seed=None):
     log_probs = []
     if isinstance(x, tf.data.Dataset):
         for batch in x:
-            log_probs.append(flow.log_prob(batch).numpy().astype(np.float64))
+            log_probs.append(flow.log_prob(batch, num_samples=num_samples).numpy()
+                             .astype(np.float64))
         return float(-np.mean(np.concatenate(log_probs)))
-    for start in range(0, len(x), EVAL_BATCH_SIZE):
-        batch = x[start:start + EVAL_BATCH_SIZE]
+    step = eval_batch_size(flow, num_samples)
+    for start in range(0, len(x), step):
+        batch = x[start:start + step]
         if dequantize_seed is not None:
             batch = uniform_dequantize(batch, seed=[dequantize_seed, start]).numpy()
-        log_probs.append(flow.log_prob(batch).numpy().astype(np.float64))
+        log_probs.append(flow.log_prob(batch, num_samples=num_samples).numpy()
+                         .astype(np.float64))
     return float(-np.mean(np.concatenate(log_probs)))
 
 
 def _image_outputs(flow, data, settings, out, temperature):
     """Plots sampled images; returns `(train_nll, samples, nll_units)`."""
-    seed = settings["seed"]
-    train = evaluation_batches(data, "train", dequantize_seed=seed + 2)
-    train_nll = mean_nll(flow, train, dequantize_seed=seed + 2)
-    samples = flow.sample(NUM_IMAGE_SAMPLES, temperature=temperature, seed=seed).numpy()
+    seed = None if dequantizes_itself(flow) else settings["seed"] + 2
+    # A bound flow's training set is scored by the ELBO, its training objective: the IWBO
+    # costs k passes per image (the test set gets it).
+    num_samples = None if flow.surjection is None else 1
+    train = evaluation_batches(data, "train", seed,
+                               batch_size=eval_batch_size(flow, num_samples))
+    train_nll = mean_nll(flow, train, dequantize_seed=seed, num_samples=num_samples)
+    samples = flow.sample(NUM_IMAGE_SAMPLES, temperature=temperature,
+                          seed=settings["seed"]).numpy()
     plot_image_grid(samples, os.path.join(out, "samples.png"), data.num_bins,
                     data=data.test_levels,
                     title=f"{settings['model']} samples (T={temperature:g})")
-    units = "nats per image, density over the dequantized grey levels (one level wide)"
+    units = ("nats per image, probability of the discrete grey levels (by the bound named "
+             "in log_prob_estimator)" if seed is None else
+             "nats per image, density over the dequantized grey levels (one level wide)")
     return train_nll, samples, units
 
 
@@ -98,7 +114,8 @@ def write_outputs(flow, data, settings, out, *, start, train_seconds, initial_ep
         train_nll, samples, units = _image_outputs(flow, data, settings, out, temperature)
     else:
         train_nll, samples, units = _toy_outputs(flow, data, settings, out)
-    test = evaluation_batches(data, "test", dequantize_seed=settings["seed"] + 1)
+    test_seed = None if dequantizes_itself(flow) else settings["seed"] + 1
+    test = evaluation_batches(data, "test", test_seed, batch_size=eval_batch_size(flow))
     test_nll = mean_nll(flow, test)
     flow.export(os.path.join(out, "saved_model"))
     space = ({} if data.num_bins is None
@@ -113,6 +130,8 @@ def write_outputs(flow, data, settings, out, *, start, train_seconds, initial_ep
         "nll_units": units,
         # "exact", or for a flow whose density is a bound the estimator and its samples.
         "log_prob_estimator": flow.log_prob_estimator,
+        "train_log_prob_estimator": ("elbo" if flow.surjection is not None and data.is_image
+                                     else flow.log_prob_estimator),
         "num_bins": data.num_bins,
         "num_train": data.num_train,
         "num_test": data.num_test,

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfp_flows.cli.arguments import DISTRIBUTE_CHOICES, KEEP_CHECKPOINTS
 from tfp_flows.cli.data import (
     EVAL_BATCH_SIZE,
+    dequantizes_itself,
     evaluation_batches,
     is_streamed,
     load_data,
@@ -191,13 +192,21 @@ def _fit(flow, data, settings, initial_epoch, callbacks, verbose):
         print(f"--resume: {initial_epoch} epoch(s) already complete (--epochs "
               f"{settings['epochs']}); evaluating without training")
         return
-    batches, epoch_counter = training_batches(data, settings["batch_size"], settings["seed"])
+    dequantize = not dequantizes_itself(flow)
+    batches, epoch_counter = training_batches(data, settings["batch_size"], settings["seed"],
+                                              dequantize=dequantize)
     validation = {}
-    if is_streamed(data):
-        validation = {"validation_data": evaluation_batches(
-            data, "test", dequantize_seed=settings["seed"] + 1)}
+    test_seed = settings["seed"] + 1 if dequantize else None
+    if flow.num_eval_samples > 1:
+        # Each test image would cost k passes of the flow every epoch: the bound is
+        # evaluated once, at the end.
+        print(f"validation: the test bound ({flow.log_prob_estimator}) is evaluated after "
+              "training, not every epoch")
+    elif is_streamed(data):
+        validation = {"validation_data": evaluation_batches(data, "test", test_seed)}
     elif data.is_image:
-        validation = {"validation_data": data.test, "validation_batch_size": EVAL_BATCH_SIZE}
+        validation = {"validation_data": evaluation_batches(data, "test", test_seed),
+                      "validation_batch_size": EVAL_BATCH_SIZE}
     flow.fit(batches, epochs=settings["epochs"], initial_epoch=initial_epoch, shuffle=False,
              verbose=verbose, callbacks=[epoch_counter, StepProgbarLogger(), *callbacks],
              **validation)

@@ -33,7 +33,12 @@ class FlowPlusPlus(Flow):
     (`ActNormParams(spatial_shape=...)`, the original's `Norm`) and an invertible 1x1
     convolution (the original's `Pointwise`), and its conditioner is a
     `nets.GatedConvAttentionNet`. Couplings alternate which half they transform. The
-    default `(4, 2, 3)` with one level is the paper's CIFAR-10 model.
+    default `(4, 2, 3)` with one level is the paper's CIFAR-10 layout.
+
+    The default sizes suit small images on a CPU (the 8x8 digits train in minutes). The
+    paper's CIFAR-10 model (31M parameters) is
+    `FlowPlusPlus([32, 32, 3], num_components=32, filters=96, blocks=10, dropout=0.2,
+    dequantizer_steps=4)`.
 
     The paper's ablations are one argument each: `dequantization="uniform"`,
     `coupling="affine"` (RealNVP's affine transformer instead of `LogisticMixtureCDF`),
@@ -80,10 +85,14 @@ class FlowPlusPlus(Flow):
         TensorShape([2, 4, 4, 1])
     """
 
+    # XLA halved the time of a bound's log_prob on a CPU (digits, k = 64: 1.2 s against
+    # 2.2 s per 256 latents).
+    _xla_on_cpu = ("log_prob", "sample")
+
     def __init__(self, event_shape, num_bins=256, dequantization="variational",
-                 coupling="logistic_mixture", attention=True, num_components=32, filters=96,
-                 blocks=10, heads=4, dropout=0.2, num_levels=1, num_steps=(4, 2, 3),
-                 dequantizer_steps=4, dequantizer_filters=None, dequantizer_blocks=2,
+                 coupling="logistic_mixture", attention=True, num_components=4, filters=32,
+                 blocks=2, heads=4, dropout=0.0, num_levels=1, num_steps=(4, 2, 3),
+                 dequantizer_steps=2, dequantizer_filters=None, dequantizer_blocks=2,
                  logit_alpha=0.05, num_eval_samples=None, seed=0, **kwargs):
         super().__init__(event_shape, num_eval_samples=num_eval_samples, **kwargs)
         if len(self.event_shape) != 3:
