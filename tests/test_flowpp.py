@@ -114,13 +114,16 @@ def test_fit_lowers_the_bound_and_reports_bits_per_dim_of_the_discrete_data():
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(event_shape=[16]), ValueError, r"image event_shape"),
     (dict(coupling="spline"), ValueError, r"coupling must be one of"),
-    (dict(dequantization=None), ValueError, r"dequantization must be one of"),
+    (dict(dequantization="learned"), ValueError, r"dequantization must be one of"),
+    (dict(dequantization=None), ValueError, r"num_bins=5 and dequantization=None"),
+    (dict(num_bins=None), ValueError, r"num_bins=None and dequantization='variational'"),
     (dict(filters=6, heads=4), ValueError, r"heads=4 must divide filters=6"),
     (dict(num_steps=(1, 1)), ValueError, r"num_steps must be three ints"),
     (dict(num_steps=(0, 0, 0)), ValueError, r"at least one coupling"),
-    (dict(num_steps=3), TypeError, r"num_steps must be three ints"),
+    (dict(num_steps="3"), TypeError, r"num_steps must be three ints"),
+    (dict(num_steps=0), ValueError, r"num_steps must be a positive int"),
     (dict(dropout=1.0), ValueError, r"dropout"),
-    (dict(num_bins=None), TypeError, r"num_bins"),
+    (dict(num_bins=2.5), TypeError, r"num_bins"),
     (dict(attention="yes"), TypeError, r"attention"),
 ])
 def test_invalid_arguments(kwargs, error, match):

@@ -38,6 +38,17 @@ def _conv_resnet(c_in, hidden, c_out):
         conv(3, hidden, c_out)
 
 
+def _flowpp_net(c_in, filters, c_out, pixels):
+    """(variables, parameters) of a one-block `GatedConvAttentionNet` without context:
+    proj_in 3x3, gated conv (3x3 on the doubled channels, 1x1 to 2F), layer norm, attention
+    (query, key, value 1x1, gate 1x1 to 2F), layer norm, positional embedding, proj_out."""
+    f = filters
+    parameters = (conv(3, c_in, f) + conv(3, 2 * f, f) + conv(1, 2 * f, 2 * f) + 2 * f
+                  + 3 * conv(1, f, f) + conv(1, f, 2 * f) + 2 * f + pixels * f
+                  + conv(3, f, c_out))
+    return 2 + (2 + 2 + 2) + (3 * 2 + 2 + 2) + 1 + 2, parameters
+
+
 # name -> (builder, trainable variables, trainable parameters). The counts are written out
 # from the conditioner architectures: a coupling's conditioner sees the kept part (plus the
 # context) and returns `num_params` values per transformed entry (NICE 1, RealNVP 2).
@@ -96,6 +107,18 @@ MODELS = {
         2 * (2 + 1 + 8) + 8,
         16 + 64 + 2 * _conv_resnet(4 + CONTEXT_SIZE, 4, 8) + 32 + 256
         + _conv_resnet(8 + CONTEXT_SIZE, 4, 16)),
+    # Flow++ on continuous [4, 4, 2], affine couplings, steps (1, 1, 1): a checkerboard
+    # coupling on [4, 4, 2] (per-element ActNorm 2 x 32, kernel 2x2, net 2 -> 2 * 2), then
+    # on the squeezed [2, 2, 8] a channel coupling (ActNorm 2 x 32, kernel 8x8, net on the
+    # kept 4 channels -> 2 * 4) and a checkerboard one (net 8 -> 2 * 8).
+    "flowpp": (
+        lambda: models.FlowPlusPlus([4, 4, 2], num_bins=None, dequantization=None,
+                                    coupling="affine", filters=4, blocks=1, heads=2,
+                                    num_steps=(1, 1, 1)),
+        3 * (2 + 1) + _flowpp_net(2, 4, 4, 16)[0] + _flowpp_net(4, 4, 8, 4)[0]
+        + _flowpp_net(8, 4, 16, 4)[0],
+        64 + 4 + _flowpp_net(2, 4, 4, 16)[1] + 64 + 64 + _flowpp_net(4, 4, 8, 4)[1]
+        + 64 + 64 + _flowpp_net(8, 4, 16, 4)[1]),
     # MAF/IAF on [4]: each MADE holds full (masked) kernels, 4 -> 8 (-> 8) -> 4 * params
     # per dimension (affine 2, spline 3 * bins - 1); a context enters through two unbiased
     # kernels, into the first hidden layer and into the output.
@@ -191,7 +214,7 @@ def test_fresh_flow_is_the_identity(name):
     np.testing.assert_allclose(flow.log_prob(x, context), standard_normal_log_prob(x),
                                rtol=1e-5, atol=1e-5)
     forward, inverse = flow.forward(x, context).numpy(), flow.inverse(x, context).numpy()
-    if isinstance(flow, models.Glow):
+    if isinstance(flow, models.Glow | models.FlowPlusPlus):
         # Fresh 1x1 convolutions are random rotations: norms are kept, entries are not.
         norm = lambda v: np.linalg.norm(np.reshape(v, [len(v), -1]), axis=-1)  # noqa: E731
         np.testing.assert_allclose(norm(forward), norm(x), rtol=1e-5)
@@ -234,7 +257,9 @@ def test_every_registered_family_has_counted_cases(name, kind):
 @pytest.mark.parametrize("name, kind", FAMILY_CASES)
 def test_registered_family_builds_from_command_line_settings(name, kind):
     family = FAMILIES[name]
-    flow = family.build(EVENT_SHAPES[kind], TINY_SETTINGS, seed=0)
+    # Images as continuous data: a family that dequantizes (Flow++) then has no bound.
+    continuous = {"num_bins": None, "dequantization": None} if kind == "image" else {}
+    flow = family.build(EVENT_SHAPES[kind], TINY_SETTINGS, seed=0, **continuous)
     assert isinstance(flow, models.Flow) and list(flow.event_shape) == EVENT_SHAPES[kind]
     for setting in family.options[kind]:
         keyword = family.arguments.get(setting, setting)

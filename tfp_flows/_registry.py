@@ -318,9 +318,11 @@ for _family in (
     Family("flowpp", "tfp_flows.models:FlowPlusPlus", "mixture-of-logistics CDF coupling, "
            "variational dequantization, attention in coupling nets",
            "Ho et al. 2019, arXiv:1902.00275", data_kinds=("image",),
-           options={"image": ("num_levels", "hidden_channels", "num_blocks", "coupling")},
+           options={"image": ("num_levels", "num_steps", "hidden_channels", "num_blocks",
+                              "coupling")},
            arguments={"hidden_channels": "filters", "num_blocks": "blocks"},
-           defaults={"image": {"hidden_channels": 32, "num_blocks": 2,
+           # num_steps unset: the builder's (4, 2, 3) couplings per level, the paper's.
+           defaults={"image": {"num_steps": None, "hidden_channels": 32, "num_blocks": 2,
                                "coupling": "logistic_mixture"}}),
     Family("maf", "tfp_flows.models:MAF", "masked autoregressive density estimation (MADE "
            "conditioners)", "Papamakarios et al. 2017, arXiv:1705.07057; Germain et al. "

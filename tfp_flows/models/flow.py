@@ -458,8 +458,7 @@ class Flow(ModuleVariables, keras.Model):
     # -- inference -------------------------------------------------------------------------
 
     # Inference methods that use XLA even on a CPU, where it measured faster for this family
-    # (docs/benchmarks.md); a subclass lists them by name ("log_prob", "sample", ...; a
-    # bound's "log_prob_k{k}" by "log_prob").
+    # (docs/benchmarks.md); a subclass lists them by name ("log_prob", "sample", ...).
     _xla_on_cpu = ()
 
     def _compiled(self, name, fn, specs):
@@ -472,7 +471,7 @@ class Flow(ModuleVariables, keras.Model):
         if name not in self._compiled_functions:
             self._compiled_functions[name] = tf.function(
                 fn, input_signature=specs,
-                jit_compile=_accelerator_present() or name.split("_k")[0] in self._xla_on_cpu)
+                jit_compile=_accelerator_present() or name in self._xla_on_cpu)
         return self._compiled_functions[name]
 
     def _spec(self, trailing, dtype=None):

@@ -9,7 +9,7 @@ from tfp_flows.models.multiscale import multiscale_bijector
 __all__ = ["FlowPlusPlus"]
 
 COUPLINGS = ("logistic_mixture", "affine")
-DEQUANTIZATIONS = ("variational", "uniform")
+DEQUANTIZATIONS = ("variational", "uniform", None)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -32,7 +32,10 @@ class FlowPlusPlus(Flow):
     so the noise has the data's shape. Every coupling is preceded by a per-element ActNorm
     (`ActNormParams(spatial_shape=...)`, the original's `Norm`) and an invertible 1x1
     convolution (the original's `Pointwise`), and its conditioner is a
-    `nets.GatedConvAttentionNet`. Couplings alternate which half they transform. The
+    `nets.GatedConvAttentionNet`. Couplings alternate which half they transform. On a
+    1x1 map (the deepest level of a small image) checkerboard couplings split channels
+    instead and the conditioners have no attention (over one position it is the identity
+    on values). The
     default `(4, 2, 3)` with one level is the paper's CIFAR-10 layout.
 
     The default sizes suit small images on a CPU (the 8x8 digits train in minutes). The
@@ -55,9 +58,10 @@ class FlowPlusPlus(Flow):
     Args:
         event_shape: `[H, W, C]`, `H` and `W` divisible by `2 ** num_levels` (and the
             checkerboard needs `H * W >= 2`).
-        num_bins: number of levels of the discrete data (256 for 8-bit images).
-        dequantization: `"variational"` (a learned `VariationalDequantization`) or
-            `"uniform"`.
+        num_bins: number of levels of the discrete data (256 for 8-bit images); `None`
+            for continuous data, modelled as given (with `dequantization=None`).
+        dequantization: `"variational"` (a learned `VariationalDequantization`),
+            `"uniform"`, or `None` (continuous data, `num_bins=None`).
         coupling: `"logistic_mixture"` (`LogisticMixtureCDF`) or `"affine"`.
         attention: whether the conditioners have self-attention sublayers.
         num_components: mixture components `K` of the logistic-mixture transformer.
@@ -67,7 +71,7 @@ class FlowPlusPlus(Flow):
         dropout: dropout rate of the conditioners, in `[0, 1)`.
         num_levels: number of levels.
         num_steps: `(checkerboard, channel, checkerboard)` coupling counts of a level:
-            before its squeeze, then after it.
+            before its squeeze, then after it; an int `n` is `(n, n, n)`.
         dequantizer_steps: couplings of the variational dequantizer's flow.
         dequantizer_filters: width of its conditioners (default: `filters`).
         dequantizer_blocks: gated blocks of its conditioners.
@@ -84,10 +88,6 @@ class FlowPlusPlus(Flow):
         >>> flow.sample(2, seed=0).shape
         TensorShape([2, 4, 4, 1])
     """
-
-    # XLA halved the time of a bound's log_prob on a CPU (digits, k = 64: 1.2 s against
-    # 2.2 s per 256 latents).
-    _xla_on_cpu = ("log_prob", "sample")
 
     def __init__(self, event_shape, num_bins=256, dequantization="variational",
                  coupling="logistic_mixture", attention=True, num_components=4, filters=32,
@@ -111,6 +111,9 @@ class FlowPlusPlus(Flow):
                                                 maximum=1.0, exclusive_maximum=True)
         self.num_levels = _validation.check_positive_int("num_levels", num_levels)
         self.num_steps = _check_steps(num_steps)
+        # The config keeps the form given (an int or three ints).
+        self._num_steps_config = (num_steps if isinstance(num_steps, int)
+                                  else list(self.num_steps))
         self.dequantizer_steps = _validation.check_positive_int("dequantizer_steps",
                                                                 dequantizer_steps)
         self.dequantizer_filters = _validation.check_positive_int(
@@ -126,11 +129,19 @@ class FlowPlusPlus(Flow):
         level_0 = multiscale_bijector(self.event_shape, self.num_levels, self._squeezed_steps,
                                       steps_before_squeeze=self._full_steps)
         surjection = self._dequantizer(num_bins)
+        if num_bins is None:
+            logit_alpha = None
         self._set_bijectors(self._data_space_steps(num_bins, logit_alpha) + [level_0],
                             surjection=surjection)
 
     def _dequantizer(self, num_bins):
-        _validation.check_int("num_bins", num_bins, minimum=2)
+        _validation.check_int("num_bins", num_bins, minimum=2, allow_none=True)
+        if (num_bins is None) != (self.dequantization_kind is None):
+            raise ValueError(
+                f"discrete data (num_bins) and dequantization go together: got "
+                f"num_bins={num_bins} and dequantization={self.dequantization_kind!r}")
+        if self.dequantization_kind is None:
+            return None
         if self.dequantization_kind == "uniform":
             return distributions.UniformDequantization(num_bins, self.event_shape)
         return distributions.VariationalDequantization(
@@ -149,7 +160,9 @@ class FlowPlusPlus(Flow):
         conditioner = nets.GatedConvAttentionNet(
             self.filters, self.blocks,
             bijectors.Coupling.conditioner_output_size(shape, self.transformer, mask, parity),
-            heads=self.heads, dropout=self.dropout, attention=self.attention,
+            heads=self.heads, dropout=self.dropout,
+            # Attention over a single position is the identity on values: none on 1x1 maps.
+            attention=self.attention and shape[0] * shape[1] > 1,
             dtype=self.dtype_policy, name=f"{name}_conditioner")
         self.actnorms.append(actnorm)
         self.kernels.append(kernel)
@@ -160,6 +173,9 @@ class FlowPlusPlus(Flow):
                                    parity=parity, name=f"{name}_coupling")]
 
     def _couplings(self, shape, level, first, count, mask):
+        if mask == "checkerboard" and shape[0] * shape[1] == 1:
+            # A checkerboard over one pixel keeps or changes everything: split channels.
+            mask = "half"
         # Parities alternate within each group, starting from 0 (the original's TupleFlip).
         steps = [self._step(shape, f"level_{level}_step_{first + k}", mask, k % 2)
                  for k in range(count)]
@@ -189,7 +205,7 @@ class FlowPlusPlus(Flow):
             "heads": self.heads,
             "dropout": self.dropout,
             "num_levels": self.num_levels,
-            "num_steps": list(self.num_steps),
+            "num_steps": self._num_steps_config,
             "dequantizer_steps": self.dequantizer_steps,
             "dequantizer_filters": self.dequantizer_filters,
             "dequantizer_blocks": self.dequantizer_blocks,
@@ -199,6 +215,8 @@ class FlowPlusPlus(Flow):
 
 
 def _check_steps(num_steps):
+    if isinstance(num_steps, int) and not isinstance(num_steps, bool):
+        return (_validation.check_positive_int("num_steps", num_steps),) * 3
     if isinstance(num_steps, str) or not hasattr(num_steps, "__iter__"):
         raise TypeError(f"num_steps must be three ints (checkerboard, channel, checkerboard), "
                         f"got {num_steps!r}")

@@ -166,8 +166,9 @@ class GatedConvAttentionNet(keras.layers.Layer):
             kernel_initializer="zeros" if self.zero_init else _init(_GATE_INIT_SCALE),
             dtype=policy, name="proj_out")
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
+    def build(self, inputs_shape, context_shape=None):
+        # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).
+        shape = tuple(inputs_shape)
         if len(shape) != 4 or any(size is None for size in shape[1:]):
             raise ValueError("GatedConvAttentionNet expects images [batch, height, width, "
                              f"channels] with known height, width and channels, got shape "
