@@ -132,7 +132,7 @@ def main():
         if name == "Flow++":
             chosen = width
         else:
-            step = 1 if name.startswith("Glow") else heads
+            step = 8 if name.startswith("Glow") else heads
             chosen, count = matched(build, target, step, start=step)
             if abs(count - target) > TOLERANCE * target:
                 sys.exit(f"{name}: no width within 5% of {target} parameters (best {count})")

@@ -166,7 +166,8 @@ def test_register_and_get_check_their_arguments():
         register_family(_family(name="realnvp"))
     with pytest.raises(TypeError, match="name must be a str, got None"):
         get_family(None)
-    with pytest.raises(ValueError, match="unknown family 'tiny'; registered: flowpp, glow, iaf, maf"):
+    with pytest.raises(ValueError,
+                       match="unknown family 'tiny'; registered: flowpp, glow, iaf, maf"):
         get_family("tiny")
 
 
