@@ -3,9 +3,6 @@ augmentation), the ELBO/IWBO estimators, exact sampling, TFP composition and exp
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -390,14 +387,12 @@ print("RESULTS" + json.dumps(results))
 
 
 @pytest.mark.slow
-def test_export_of_an_augmented_flow_loads_without_tfp_flows(tmp_path):
+def test_export_of_an_augmented_flow_loads_without_tfp_flows(tmp_path,
+                                                             python_without_tfp_flows):
     flow = augmented_flow(seed=16)
     x = points(6)
     path = flow.export(str(tmp_path / "augmented"))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", _LOADER,
-                           json.dumps({"path": path, "x": x.tolist()})],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = python_without_tfp_flows.run(_LOADER, json.dumps({"path": path, "x": x.tolist()}))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.split("RESULTS", 1)[1])
     assert results["imported"] == []

@@ -107,7 +107,7 @@ def test_train_autoregressive_flows_on_toy_data(model, tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_model_loads_without_tfp_flows(demo_run):
+def test_saved_model_loads_without_tfp_flows(demo_run, python_without_tfp_flows):
     _, out = demo_run
     script = (
         "import sys, tensorflow as tf\n"
@@ -116,8 +116,7 @@ def test_saved_model_loads_without_tfp_flows(demo_run):
         "samples = model.sample(tf.constant(5), tf.constant(0), tf.constant(1.0)).numpy()\n"
         "assert log_prob.shape == (3,) and samples.shape == (5, 2), (log_prob, samples)\n"
         "assert 'tfp_flows' not in sys.modules\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = python_without_tfp_flows.run(script)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
