@@ -4,9 +4,11 @@
 scenario runs as `python tests/distributed_scenarios.py SCENARIO ...` and prints (or
 writes) JSON that the tests check:
 
-- `mirrored`: one `fit` step of every registered family (vector and image data), of a
+- `mirrored OUT`: one `fit` step of every registered family (vector and image data), of a
   bound flow and of a `Distiller`, on one device and under a `MirroredStrategy` over two
-  logical CPUs, from the same weights and batch;
+  logical CPUs, from the same weights and batch; then, in the same process (TensorFlow
+  starts once), an ActNorm initialised inside `fit` on two replicas, and `tfp-flows train`
+  on one device and with `--distribute mirrored` (then `--resume`), into `OUT`;
 - `worker INDEX OUT EPOCHS [backup]`: one worker of a `MultiWorkerMirroredStrategy`
   cluster described by `TF_CONFIG`, training a tiny flow (with `backup`, through
   `keras.callbacks.BackupAndRestore`).
@@ -14,6 +16,8 @@ writes) JSON that the tests check:
 Nothing happens on import (pytest imports this file for its doctests).
 """
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -186,7 +190,48 @@ def _distiller_case(strategy, num_samples, run_eagerly=False):
     return {"numbers": numbers, "weights": _flat(student).tolist()}, before
 
 
-def mirrored():
+def _actnorm_fit(strategy):
+    """The ActNorm flow of tests/test_actnorm.py fitted for one batch of 32 on two replicas."""
+    import keras
+    from test_actnorm import ActNormFlow, _data
+
+    x = _data([64, 4], "float32")
+    with strategy.scope():
+        flow = ActNormFlow([4])
+        flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    flow.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    return {"flag": float(flow.actnorm_params.initialized.numpy()),
+            "bias": flow.actnorm_params.bias.numpy().tolist()}
+
+
+def _cli_runs(out):
+    """`tfp-flows train` on one device, with `--distribute mirrored`, then `--resume`d."""
+    import tensorflow as tf
+
+    from tfp_flows.cli import main
+
+    # The command's strategies would reuse the collective keys of the scenario's strategy
+    # (and a key's first shapes stick in this process): another key range, as TensorFlow's
+    # own tests do.
+    tf.distribute.MirroredStrategy._collective_key_base = 1000
+    common = ["train", "--model", "realnvp", "--dataset", "two_moons", "--num-points", "400",
+              "--num-layers", "2", "--hidden-units", "8", "--batch-size", "80",
+              "--verbose", "0"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = [main(common + ["--epochs", "2", "--out", os.path.join(out, "one")]),
+                  main(common + ["--epochs", "2", "--out", os.path.join(out, "mirrored"),
+                                 "--distribute", "mirrored"])]
+        metrics = {}
+        for name in ("one", "mirrored"):
+            with open(os.path.join(out, name, "metrics.json")) as file:
+                metrics[name] = json.load(file)
+        status.append(main(common + ["--epochs", "3", "--out", os.path.join(out, "mirrored"),
+                                     "--distribute", "mirrored", "--resume"]))
+    return {"status": status, "printed": printed.getvalue(), "metrics": metrics}
+
+
+def mirrored(out):
     """Every case on one device and on two mirrored replicas -> a JSON-able report."""
     import keras
     import numpy as np
@@ -240,6 +285,8 @@ def mirrored():
         _distiller_case(strategy, 1)
     except ValueError as error:
         report["distiller, 1 sample"] = str(error)
+    report["actnorm fit"] = _actnorm_fit(strategy)
+    report["cli"] = _cli_runs(out)
     return report
 
 
@@ -303,7 +350,7 @@ def worker(index, out, epochs, backup=False):
 def main(argv):
     scenario = argv[0]
     if scenario == "mirrored":
-        print(json.dumps(mirrored()))
+        print(json.dumps(mirrored(argv[1])))
     elif scenario == "worker":
         worker(int(argv[1]), argv[2], int(argv[3]), backup=argv[4:] == ["backup"])
     else:

@@ -2,9 +2,6 @@
 `distributed_scenarios`)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -43,17 +40,15 @@ print("RESULTS" + json.dumps(results))
 """
 
 
-def load_exported_bound(path, x, num_samples, cwd):
+def load_exported_bound(path, x, num_samples, python_without_tfp_flows):
     """Evaluates a bound flow's SavedModel at `path` in a process that never imports
-    tfp_flows.
+    tfp_flows (the `python_without_tfp_flows` fixture of conftest.py).
 
     Returns a dict: `iwbo` (`log_prob(x, num_samples, seed=3)`), `elbo`
     (`log_prob(x, 1, seed=3)`), `sample` (`sample(4, seed=7, temperature=1.0)`) and
     `imported` (the tfp_flows and TFP modules the process imported: none, if it works).
     """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     request = {"path": path, "x": np.asarray(x).tolist(), "num_samples": num_samples}
-    done = subprocess.run([sys.executable, "-c", _BOUND_LOADER, json.dumps(request)],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    done = python_without_tfp_flows.run(_BOUND_LOADER, json.dumps(request))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.split("RESULTS", 1)[1])

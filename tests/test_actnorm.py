@@ -2,10 +2,6 @@
 never by construction, inference or a second batch, explicit init through a chain, and the
 init state surviving `.keras` files and SavedModel exports."""
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -285,40 +281,6 @@ def test_mixed_precision_keeps_statistics_and_log_det_in_the_data_dtype():
     # Statistics of float16-cast inputs would be off by ~1e-3.
     np.testing.assert_allclose(_numpy(params.log_scale),
                                -np.log(x.astype("float64").reshape(-1, 3).std(0)), atol=2e-5)
-
-
-_DISTRIBUTED = """
-import json, os, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-sys.path.insert(0, sys.argv[1])
-from test_actnorm import ActNormFlow, _data
-x = _data([64, 4], "float32")
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    flow = ActNormFlow([4])
-    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
-flow.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
-print(json.dumps({"flag": float(flow.actnorm_params.initialized.numpy()),
-                  "bias": flow.actnorm_params.bias.numpy().tolist()}))
-"""
-
-
-@pytest.mark.slow
-def test_fit_initialises_under_a_mirrored_strategy():
-    """Two replicas (logical CPUs, so a fresh process) initialise inside `fit` once."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-c", _DISTRIBUTED, os.path.dirname(os.path.abspath(__file__))],
-        capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    x = _data([64, 4], "float32")
-    assert result["flag"] == 1.0
-    # Each replica saw half of the first batch; the mean of their means is the batch mean.
-    np.testing.assert_allclose(result["bias"], -x[:32].mean(0), rtol=1e-5)
 
 
 def test_per_element_parameters_normalise_every_element_and_count_each_once():

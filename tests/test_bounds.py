@@ -371,11 +371,12 @@ def test_importance_weighted_bound_with_an_exact_latent_is_exact():
 
 
 @pytest.mark.slow
-def test_export_of_an_augmented_flow_loads_without_tfp_flows(tmp_path):
+def test_export_of_an_augmented_flow_loads_without_tfp_flows(tmp_path,
+                                                             python_without_tfp_flows):
     flow = augmented_flow(seed=16)
     x = points(6)
     path = flow.export(str(tmp_path / "augmented"))
-    results = load_exported_bound(path, x, num_samples=10, cwd=tmp_path)
+    results = load_exported_bound(path, x, 10, python_without_tfp_flows)
     assert results["imported"] == []
     np.testing.assert_allclose(results["iwbo"], flow.log_prob(x, num_samples=10, seed=3),
                                rtol=1e-5, atol=1e-5)

@@ -2,8 +2,9 @@
 
 The strategies need their devices (two logical CPUs) or their cluster (`TF_CONFIG`) before
 TensorFlow initialises, so the scenarios run in subprocesses (tests/distributed_scenarios.py):
-one process for every family under `MirroredStrategy`, and two worker processes on
-loopback ports for `MultiWorkerMirroredStrategy`.
+one process for every family, an ActNorm's initialisation and the command line under
+`MirroredStrategy`, and two worker processes on loopback ports for
+`MultiWorkerMirroredStrategy`.
 """
 
 import json
@@ -48,11 +49,12 @@ def test_replica_helpers_outside_a_strategy_are_plain():
 
 
 @pytest.fixture(scope="module")
-def mirrored_report():
-    result = subprocess.run([sys.executable, SCENARIOS, "mirrored"], capture_output=True,
-                            text=True, timeout=600, env=ENV)
+def mirrored_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mirrored")
+    result = subprocess.run([sys.executable, SCENARIOS, "mirrored", str(out)],
+                            capture_output=True, text=True, timeout=900, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "out": out}
 
 
 @pytest.mark.slow
@@ -93,6 +95,18 @@ def test_actnorm_init_is_the_same_on_every_replica(mirrored_report):
 def test_distiller_needs_a_sample_per_replica(mirrored_report):
     message = mirrored_report["distiller, 1 sample"]
     assert "num_samples=1" in message and "2 replicas" in message
+
+
+@pytest.mark.slow
+def test_actnorm_fit_initialises_under_a_mirrored_strategy(mirrored_report):
+    """Two replicas initialise the ActNorm of tests/test_actnorm.py inside `fit` once."""
+    from test_actnorm import _data
+
+    result = mirrored_report["actnorm fit"]
+    x = _data([64, 4], "float32")
+    assert result["flag"] == 1.0
+    # Each replica saw half of the first batch; the mean of their means is the batch mean.
+    np.testing.assert_allclose(result["bias"], -x[:32].mean(0), rtol=1e-5)
 
 
 # -- MultiWorkerMirroredStrategy: two worker processes on loopback ----------------------------
@@ -209,43 +223,26 @@ def test_two_workers_train_like_one_device_and_resume_after_a_killed_worker(tmp_
 
 # -- the command line ---------------------------------------------------------------------------
 
-_CLI_RUNS = """
-import json, sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfp_flows.cli import main
-out = sys.argv[1]
-common = ["train", "--model", "realnvp", "--dataset", "two_moons", "--num-points", "400",
-          "--num-layers", "2", "--hidden-units", "8", "--batch-size", "80", "--verbose", "0"]
-main(common + ["--epochs", "2", "--out", out + "/one"])
-main(common + ["--epochs", "2", "--out", out + "/mirrored", "--distribute", "mirrored"])
-for name in ("one", "mirrored"):
-    print("METRICS", name, open(f"{out}/{name}/metrics.json").read().replace("\\n", " "))
-main(common + ["--epochs", "3", "--out", out + "/mirrored", "--distribute", "mirrored",
-               "--resume"])
-"""
-
 
 @pytest.mark.slow
-def test_cli_distribute_mirrored_trains_like_one_device_and_resumes(tmp_path):
-    result = subprocess.run([sys.executable, "-c", _CLI_RUNS, str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, env=ENV)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "--distribute mirrored: 2 replicas in sync, a global batch of 80" in result.stdout
-    assert "--resume: continuing from 2 completed epoch(s)" in result.stdout
-    metrics = {line.split()[1]: json.loads(line.split(maxsplit=2)[2])
-               for line in result.stdout.splitlines() if line.startswith("METRICS")}
+def test_cli_distribute_mirrored_trains_like_one_device_and_resumes(mirrored_report):
+    # Run in the mirrored scenario's process (two logical CPUs), into its OUT directory.
+    cli = mirrored_report["cli"]
+    assert cli["status"] == [0, 0, 0]
+    printed, metrics = cli["printed"], cli["metrics"]
+    assert "--distribute mirrored: 2 replicas in sync, a global batch of 80" in printed
+    assert "--resume: continuing from 2 completed epoch(s)" in printed
     # The one-device run uses XLA and 10 steps per execution, the mirrored one neither:
     # the same up to float rounding through 8 Adam steps.
     for key in ("train_nll", "test_nll", "test_bpd"):
         assert metrics["mirrored"][key] == pytest.approx(metrics["one"][key], rel=1e-4), key
-    mirrored = json.loads((tmp_path / "mirrored" / "metrics.json").read_text())
+    out = mirrored_report["out"]
+    mirrored = json.loads((out / "mirrored" / "metrics.json").read_text())
     for name in ("epoch-0002.keras", "epoch-0003.keras"):
-        assert (tmp_path / "mirrored" / "checkpoints" / name).exists()
-    assert (tmp_path / "mirrored" / "saved_model").is_dir()
+        assert (out / "mirrored" / "checkpoints" / name).exists()
+    assert (out / "mirrored" / "saved_model").is_dir()
     # The resumed run trained a third epoch.
-    index = json.loads((tmp_path / "mirrored" / "checkpoints" / "checkpoint.json").read_text())
+    index = json.loads((out / "mirrored" / "checkpoints" / "checkpoint.json").read_text())
     assert index["completed_epochs"] == 3
     assert mirrored["initial_epoch"] == 2 and mirrored["completed_epochs"] == 3
     assert np.isfinite(mirrored["test_nll"])

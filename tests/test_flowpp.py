@@ -146,11 +146,11 @@ def test_keras_file_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_loads_without_tfp_flows(tmp_path):
+def test_export_loads_without_tfp_flows(tmp_path, python_without_tfp_flows):
     flow = perturb(small_flowpp(), seed=4, scale=0.05, trainable_only=True)
     x = levels(3, seed=2)
     path = flow.export(str(tmp_path / "flowpp"))
-    results = load_exported_bound(path, x, num_samples=8, cwd=tmp_path)
+    results = load_exported_bound(path, x, 8, python_without_tfp_flows)
     assert results["imported"] == []
     np.testing.assert_allclose(results["iwbo"], flow.log_prob(x, num_samples=8, seed=3),
                                rtol=1e-5, atol=1e-4)

@@ -6,8 +6,6 @@ import functools
 import json
 import math
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -390,7 +388,7 @@ print("RESULTS" + json.dumps(results))
 
 
 @pytest.mark.slow
-def test_export_loads_without_tfp_flows(tmp_path):
+def test_export_loads_without_tfp_flows(tmp_path, python_without_tfp_flows):
     flows = {
         "unconditional": perturb(build("realnvp_vector"), seed=0),
         "conditional": perturb(build("realnvp_vector_conditional"), seed=1),
@@ -409,9 +407,7 @@ def test_export_loads_without_tfp_flows(tmp_path):
         assert flow.export(requests[name]["path"]) == requests[name]["path"]
     assert sorted(os.listdir(tmp_path)) == sorted(flows)  # no staging leftovers
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", _LOADER, json.dumps(requests)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = python_without_tfp_flows.run(_LOADER, json.dumps(requests))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.split("RESULTS", 1)[1])
     assert results.pop("imported") == []

@@ -331,11 +331,12 @@ def test_a_variational_flow_compiles_its_bound_with_xla():
 
 
 @pytest.mark.slow
-def test_export_of_a_variational_flow_loads_without_tfp_flows(tmp_path):
+def test_export_of_a_variational_flow_loads_without_tfp_flows(tmp_path,
+                                                             python_without_tfp_flows):
     flow = perturb(variational_realnvp(), seed=7, scale=0.05, trainable_only=True)
     x = image_levels(3, seed=4).astype("float32")
     path = flow.export(str(tmp_path / "variational"))
-    results = load_exported_bound(path, x, num_samples=8, cwd=tmp_path)
+    results = load_exported_bound(path, x, 8, python_without_tfp_flows)
     assert results["imported"] == []
     np.testing.assert_allclose(results["iwbo"], flow.log_prob(x, num_samples=8, seed=3),
                                rtol=1e-5, atol=1e-4)
