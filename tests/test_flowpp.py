@@ -125,6 +125,7 @@ def test_fit_lowers_the_bound_and_reports_bits_per_dim_of_the_discrete_data():
     (dict(dropout=1.0), ValueError, r"dropout"),
     (dict(num_bins=2.5), TypeError, r"num_bins"),
     (dict(attention="yes"), TypeError, r"attention"),
+    (dict(context_size=3), ValueError, r"no conditional form"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     event_shape = kwargs.pop("event_shape", [4, 4, 1])

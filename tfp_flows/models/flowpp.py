@@ -98,6 +98,10 @@ class FlowPlusPlus(Flow):
         if len(self.event_shape) != 3:
             raise ValueError(f"FlowPlusPlus needs an image event_shape [H, W, C], got "
                              f"{event_shape!r}")
+        if self.context_size is not None:
+            raise ValueError(f"FlowPlusPlus has no conditional form (the context feeds the "
+                             f"dequantizer's own couplings); got context_size="
+                             f"{self.context_size}")
         self.dequantization_kind = _validation.check_choice(
             "dequantization", dequantization, DEQUANTIZATIONS)
         self.coupling = _validation.check_choice("coupling", coupling, COUPLINGS)
