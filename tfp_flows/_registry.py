@@ -18,7 +18,7 @@ onto a keyword argument of its builder: the command line's `--num-levels` is Rea
 Example:
     >>> from tfp_flows.models import FAMILIES, get_family
     >>> sorted(FAMILIES)
-    ['glow', 'iaf', 'maf', 'nice', 'realnvp']
+    ['flowpp', 'glow', 'iaf', 'maf', 'nice', 'realnvp']
     >>> get_family("glow").data_kinds
     ('image',)
     >>> get_family("glow").builder
