@@ -21,9 +21,6 @@ from tfp_flows.distributions.surjection import InferenceSurjection, as_seed, che
 
 __all__ = ["VariationalDequantization"]
 
-# Gated residual convolutions of the context network, as in the original implementation.
-_CONTEXT_BLOCKS = 3
-
 
 def _coupling_parts(event_shape, parity, transformer, *, filters, blocks, components, heads,
                     dropout, attention, context_channels, dtype, name):
@@ -42,67 +39,6 @@ def _coupling_parts(event_shape, parity, transformer, *, filters, blocks, compon
                                      attention=attention, context_channels=context_channels,
                                      dtype=dtype, name=name)
     return net, transformer
-
-
-def _concat_elu(x):
-    return keras.ops.elu(keras.ops.concatenate([x, -x], axis=-1))
-
-
-@keras.saving.register_keras_serializable(package="tfp_flows")
-class _DequantizationContext(keras.layers.Layer):
-    """The context network of `q(u | x)`: `[B, H, W, C]` -> `[B, H, W, channels]`.
-
-    A 3x3 convolution to `channels`, then `_CONTEXT_BLOCKS` gated residual convolutions
-    (`h + a * sigmoid(b)`, `(a, b)` from two 3x3 convolutions with concatenated ELUs in
-    between and dropout before the second), Flow++'s `shallow_processor`. The second
-    convolution of each block starts small (variance scale 0.01), like the original's
-    `init_scale=0.1`, so each block starts close to the identity.
-
-    Args:
-        channels: channels of the context (and of the residual stream).
-        dropout: dropout rate inside the blocks, in `[0, 1)`.
-        **kwargs: passed to `keras.layers.Layer`.
-    """
-
-    def __init__(self, channels, dropout=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.channels = check_positive_int("channels", channels)
-        self.dropout = check_number("dropout", dropout, minimum=0, maximum=1,
-                                    exclusive_maximum=True)
-        policy = self.dtype_policy
-        self.projection = keras.layers.Conv2D(channels, 3, padding="same", dtype=policy,
-                                              name="projection")
-        small = keras.initializers.VarianceScaling(0.01, mode="fan_in")
-        self.blocks = [
-            [keras.layers.Conv2D(channels, 3, padding="same", dtype=policy, name=f"block_{i}_0"),
-             keras.layers.Conv2D(2 * channels, 3, padding="same", kernel_initializer=small,
-                                 dtype=policy, name=f"block_{i}_1")]
-            for i in range(_CONTEXT_BLOCKS)
-        ]
-        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=policy)
-
-    def build(self, inputs_shape):
-        self.projection.build(inputs_shape)
-        # Each convolution sees concatenated ELUs: twice the channels of its input.
-        doubled = (*inputs_shape[:-1], 2 * self.channels)
-        for first, second in self.blocks:
-            first.build(doubled)
-            second.build(doubled)
-
-    def call(self, inputs, training=None):
-        hidden = self.projection(inputs)
-        for first, second in self.blocks:
-            gates = second(self.dropout_layer(_concat_elu(first(_concat_elu(hidden))),
-                                              training=training))
-            value, gate = keras.ops.split(gates, 2, axis=-1)
-            hidden = hidden + value * keras.ops.sigmoid(gate)
-        return hidden
-
-    def compute_output_shape(self, inputs_shape):
-        return (*inputs_shape[:-1], self.channels)
-
-    def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -218,7 +154,7 @@ class VariationalDequantization(InferenceSurjection):
         self._transformer_argument = transformer
         self.dtype = None if dtype is None else keras.dtype_policies.get(dtype).name
         height, width, channels = shape
-        self.context_network = _DequantizationContext(
+        self.context_network = nets.GatedConvContextNet(
             self.context_channels, self.dropout, dtype=self.dtype, name=f"{name}_context")
         self.scales, self.kernels, self.conditioners = [], [], []
         steps = []  # noise -> h order
