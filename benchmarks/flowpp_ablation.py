@@ -14,12 +14,10 @@ Usage: python benchmarks/flowpp_ablation.py [--epochs N] [--eval-samples K] [--w
 import argparse
 import inspect
 import json
-import math
 import sys
-import time
 
 import keras
-import numpy as np
+from _ablation import TABLE_HEADER, matched, table_row, train_and_measure
 from _report import machine, write_section
 
 import tfp_flows as tff
@@ -45,46 +43,6 @@ def glow(hidden_channels):
                            dequantization="uniform")
 
 
-def matched(build, target, step, start):
-    """The width (a multiple of `step`) whose flow is closest to `target` parameters."""
-    best = None
-    width = start
-    while True:
-        count = build(width).count_params()
-        if best is None or abs(count - target) < abs(best[1] - target):
-            best = (width, count)
-        if count > target:
-            return best
-        width += step
-
-
-def train_and_measure(flow, train, test, epochs, batch_size, eval_samples, seed):
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps_per_epoch * epochs)
-    flow.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0),
-                 jit_compile=True)
-    flow.fit(train, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
-    start = time.perf_counter()
-    flow.fit(train, batch_size=batch_size, initial_epoch=1, epochs=epochs, verbose=0,
-             shuffle=True)
-    steps_per_second = steps_per_epoch * (epochs - 1) / (time.perf_counter() - start)
-    num_dims = int(np.prod(EVENT_SHAPE))
-
-    def bpd(num_samples):
-        bounds = [flow.log_prob(test[i:i + 40], num_samples=num_samples, seed=seed + i)
-                  for i in range(0, len(test), 40)]
-        return float(-np.concatenate(bounds).mean() / (num_dims * math.log(2)))
-
-    flow.sample(8, seed=0)  # trace once
-    start = time.perf_counter()
-    samples = flow.sample(512, seed=1).numpy()
-    samples_per_second = 512 / (time.perf_counter() - start)
-    return {"params": flow.count_params(), "elbo_bpd": bpd(1),
-            "iwbo_bpd": bpd(eval_samples), "steps_per_second": steps_per_second,
-            "samples_per_second": samples_per_second,
-            "samples_finite": bool(np.all(np.isfinite(samples)))}
-
-
 def markdown(rows, args, info):
     lines = [
         "## Flow++ ablation on the digits", "",
@@ -98,14 +56,8 @@ def markdown(rows, args, info):
         f"those of the discrete digits (17 levels) on the 360 test digits, by the ELBO and "
         f"by the IWBO with k = {args.eval_samples} importance samples (for uniform "
         f"dequantization too). Steps/s exclude the first epoch (tracing).", "",
-        "| model | width | parameters | test bpd (ELBO) | test bpd (IWBO) | train steps/s "
-        "| samples/s | finite samples |",
-        "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, row in rows:
-        lines.append(
-            f"| {name} | {row['width']} | {row['params']:,} | {row['elbo_bpd']:.3f} | "
-            f"{row['iwbo_bpd']:.3f} | {row['steps_per_second']:.2f} | "
-            f"{row['samples_per_second']:.0f} | {'yes' if row['samples_finite'] else 'no'} |")
+        *TABLE_HEADER]
+    lines += [table_row(name, row) for name, row in rows]
     return "\n".join(lines)
 
 
