@@ -3,10 +3,12 @@
 from tfp_flows.nets.actnorm import ActNormParams
 from tfp_flows.nets.conv1x1 import Conv1x1Kernel
 from tfp_flows.nets.conv_resnet import ConvResNet
+from tfp_flows.nets.denseflow import CrossUnitParams, DenseAttentionNet, NystromAttention
 from tfp_flows.nets.flowpp import GatedConvAttentionNet, GatedConvContextNet
 from tfp_flows.nets.made import MADE, ORDERINGS
 from tfp_flows.nets.mlp import MLP, ResidualMLP
 from tfp_flows.nets.scale import LogScale
 
 __all__ = ["MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel", "ConvResNet",
-           "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "ResidualMLP"]
+           "CrossUnitParams", "DenseAttentionNet", "GatedConvAttentionNet",
+           "GatedConvContextNet", "LogScale", "NystromAttention", "ResidualMLP"]
