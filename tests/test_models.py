@@ -47,6 +47,24 @@ def _flowpp_net(c_in, filters, c_out, pixels):
     return 2 + (2 + 2 + 2) + (3 * 2 + 2 + 2) + 1 + 2, parameters
 
 
+def _dense_attention_net(c_in, f, depth, growth, c_out, attention=True):
+    """(variables, parameters) of a `DenseAttentionNet`: proj_in 1x1, `depth` dense layers
+    (1x1 keeping the width, 3x3 adding `growth`), gated 1x1 to 3F, Nystrom attention (qkv
+    1x1 to 3 * F/2, out 1x1 back to F), layer norm and bias-free 1x1 on the fused channels,
+    proj_out."""
+    parameters = dense(c_in, f) + dense(f + depth * growth, 3 * f) + dense(f, c_out)
+    for i in range(depth):
+        width = f + i * growth
+        parameters += dense(width, width) + conv(3, width, growth)
+    fused = 2 * f if attention else f
+    parameters += 2 * fused + fused * f
+    variables = 2 + 4 * depth + 2 + 2 + 1 + 2
+    if attention:
+        parameters += dense(f, 3 * (f // 2)) + dense(f // 2, f)
+        variables += 4
+    return variables, parameters
+
+
 # name -> (builder, trainable variables, trainable parameters). The counts are written out
 # from the conditioner architectures: a coupling's conditioner sees the kept part (plus the
 # context) and returns `num_params` values per transformed entry (NICE 1, RealNVP 2).
@@ -117,6 +135,18 @@ MODELS = {
         + _flowpp_net(8, 4, 16, 4)[0],
         64 + 4 + _flowpp_net(2, 4, 4, 16)[1] + 64 + 64 + _flowpp_net(4, 4, 8, 4)[1]
         + 64 + 64 + _flowpp_net(8, 4, 16, 4)[1]),
+    # DenseFlow on continuous [4, 4, 2], squeezed to [2, 2, 8]: one block of two units of
+    # one module each. Unit 0 on [2, 2, 8] (ActNorm 2x8, kernel 8x8, coupling net 4 -> 8);
+    # the cross-unit noise net reads the block's input (3x3 conv 8 -> 32, 1x1 to 2 * 2);
+    # unit 1 on [2, 2, 10] (ActNorm 2x10, kernel 10x10, net 5 -> 10); a final ActNorm 2x10.
+    "denseflow": (
+        lambda: models.DenseFlow([4, 4, 2], num_bins=None, dequantization=None,
+                                 growth_rate=2, units_per_block=(2,), modules_per_unit=1,
+                                 filters=4, dense_depth=1, dense_growth=2, landmarks=2),
+        3 * 2 + 2 + _dense_attention_net(4, 4, 1, 2, 8)[0]
+        + _dense_attention_net(5, 4, 1, 2, 10)[0] + 4,
+        16 + 64 + _dense_attention_net(4, 4, 1, 2, 8)[1] + conv(3, 8, 32) + dense(32, 4)
+        + 20 + 100 + _dense_attention_net(5, 4, 1, 2, 10)[1] + 20),
     # MAF/IAF on [4]: each MADE holds full (masked) kernels, 4 -> 8 (-> 8) -> 4 * params
     # per dimension (affine 2, spline 3 * bins - 1); a context enters through two unbiased
     # kernels, into the first hidden layer and into the output.
@@ -157,6 +187,18 @@ def perturb(flow, seed=0, scale=0.3):
     rng = np.random.default_rng(seed)
     flow.set_weights([rng.normal(0.0, scale, w.shape) for w in flow.get_weights()])
     return flow
+
+
+def assert_every_used_variable_is_tracked(flow):
+    """The variables the flow's bijectors and its surjection's `q` compute with are the
+    model's trainable weights (a Keras variable and the tf.Variable behind it count as
+    one)."""
+    layers = getattr(flow, "surjection_layers", [])
+    used = [*discover_trainable_variables(flow.bijector),
+            *(w for layer in layers for w in layer.trainable_weights)]
+    ids = lambda variables: {id(v.value) if isinstance(v, keras.Variable) else id(v)  # noqa: E731
+                             for v in variables}
+    assert ids(used) == ids(flow.trainable_weights)
 
 
 def data(flow, batch=5, seed=1):
@@ -201,8 +243,7 @@ def test_trainable_weight_count(name):
     assert len(flow.trainable_weights) == num_variables
     assert sum(int(np.prod(w.shape)) for w in flow.trainable_weights) == num_params
     # Every variable the bijectors use is tracked by Keras (and so trained and saved).
-    reached = discover_trainable_variables(flow.bijector)
-    assert {id(v) for v in reached} == {id(v) for v in flow.trainable_weights}
+    assert_every_used_variable_is_tracked(flow)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -211,6 +252,10 @@ def test_fresh_flow_is_the_identity(name):
     x, context = data(flow)
     np.testing.assert_allclose(flow.log_prob(x, context), standard_normal_log_prob(x),
                                rtol=1e-5, atol=1e-5)
+    if flow.latent_event_shape != flow.event_shape:
+        # A bound flow whose latent is wider than the data (DenseFlow): forward and inverse
+        # act on the latent; the bound above is the identity check.
+        x = np.random.default_rng(2).normal(size=[5, *flow.latent_event_shape])
     forward, inverse = flow.forward(x, context).numpy(), flow.inverse(x, context).numpy()
     if isinstance(flow, models.Glow | models.FlowPlusPlus):
         # Fresh 1x1 convolutions are random rotations: norms are kept, entries are not.
@@ -264,8 +309,7 @@ def test_registered_family_builds_from_command_line_settings(name, kind):
         assert flow.get_config()[keyword] == TINY_SETTINGS[setting], setting
     # The rules every family keeps: Keras tracks every variable, a fresh flow is the
     # identity in density, and every weight of a trained-looking flow learns from -log_prob.
-    reached = discover_trainable_variables(flow.bijector)
-    assert {id(v) for v in reached} == {id(v) for v in flow.trainable_weights}
+    assert_every_used_variable_is_tracked(flow)
     x, _ = data(flow)
     np.testing.assert_allclose(flow.log_prob(x), standard_normal_log_prob(x), rtol=1e-5,
                                atol=1e-5)

@@ -167,7 +167,7 @@ def test_register_and_get_check_their_arguments():
     with pytest.raises(TypeError, match="name must be a str, got None"):
         get_family(None)
     with pytest.raises(ValueError,
-                       match="unknown family 'tiny'; registered: flowpp, glow, iaf, maf"):
+                       match="unknown family 'tiny'; registered: denseflow, flowpp, glow, iaf"):
         get_family("tiny")
 
 

@@ -18,7 +18,7 @@ onto a keyword argument of its builder: the command line's `--num-levels` is Rea
 Example:
     >>> from tfp_flows.models import FAMILIES, get_family
     >>> sorted(FAMILIES)
-    ['flowpp', 'glow', 'iaf', 'maf', 'nice', 'realnvp']
+    ['denseflow', 'flowpp', 'glow', 'iaf', 'maf', 'nice', 'realnvp']
     >>> get_family("glow").data_kinds
     ('image',)
     >>> get_family("glow").builder
@@ -324,6 +324,14 @@ for _family in (
            # num_steps unset: the builder's (4, 2, 3) couplings per level, the paper's.
            defaults={"image": {"num_steps": None, "hidden_channels": 32, "num_blocks": 2,
                                "coupling": "logistic_mixture"}}),
+    Family("denseflow", "tfp_flows.models:DenseFlow", "cross-unit coupling (noise "
+           "augmentation between units), dense blocks with Nystrom attention in coupling nets",
+           "Grcic et al. 2021, arXiv:2106.04627", data_kinds=("image",),
+           options={"image": ("num_levels", "num_steps", "hidden_channels")},
+           arguments={"num_levels": "num_blocks", "num_steps": "units_per_block",
+                      "hidden_channels": "filters"},
+           # num_steps unset: the builder's (3, 2) units in its two blocks.
+           defaults={"image": {"num_steps": None, "hidden_channels": 32}}),
     Family("maf", "tfp_flows.models:MAF", "masked autoregressive density estimation (MADE "
            "conditioners)", "Papamakarios et al. 2017, arXiv:1705.07057; Germain et al. "
            "2015, arXiv:1502.03509", data_kinds=("vector",), options={"vector": _VECTOR}),

@@ -1,6 +1,7 @@
 """Bijectors (`tfp.bijectors.Bijector` subclasses) of tfp_flows."""
 
 from tfp_flows.bijectors.actnorm import ActNorm, initialize_actnorm
+from tfp_flows.bijectors.augmentation import NoiseAffine
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressiveFlow, make_transformer
 from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
@@ -38,6 +39,7 @@ __all__ = [
     "LogisticMixtureCDF",
     "LogitTransform",
     "MaskedAutoregressiveFlow",
+    "NoiseAffine",
     "RationalQuadraticSpline",
     "SplitChannels",
     "Squeeze",

@@ -2,6 +2,7 @@
 
 from tfp_flows.models.autoregressive import IAF, MAF
 from tfp_flows.models.coupling_flows import NICE, RealNVP
+from tfp_flows.models.denseflow import DenseFlow
 from tfp_flows.models.flow import Flow
 from tfp_flows.models.flowpp import FlowPlusPlus
 from tfp_flows.models.glow import Glow
@@ -17,5 +18,6 @@ from tfp_flows.models.registry import (
 )
 
 __all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SETTINGS",
+           "DenseFlow",
            "Family", "Flow", "FlowPlusPlus", "Glow", "RealNVP", "get_family", "multiscale_bijector",
            "register_family", "temporary_family"]

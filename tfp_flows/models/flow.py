@@ -151,8 +151,10 @@ class Flow(ModuleVariables, keras.Model):
         self.bits_per_dim_tracker.estimator = self.log_prob_estimator
         context = None if self.context_size is None else tf.zeros([1, self.context_size], dtype)
         self._log_prob(tf.zeros([1, *self.latent_event_shape], dtype), context)
-        if surjection is not None and surjection.layers:
-            # Creates q's weights, so that a loaded model has variables to restore them into.
+        if surjection is not None:
+            # Creates the weights the surjection computes with (q's, and those of the
+            # bijectors inside an InferenceChain), so that a loaded model has variables to
+            # restore them into.
             surjection.encode(tf.zeros([1, *self.event_shape], dtype), seed=0, context=context)
         self.built = True
         # TFP finds variables through tf.Module attributes (distribution.trainable_variables,
