@@ -204,8 +204,20 @@ def family_case(name, kind):
         rng = np.random.default_rng(7)
         for weight in flow.trainable_weights:
             weight.assign(weight.numpy() + rng.normal(0.0, 0.1, size=weight.shape))
+        if flow.latent_event_shape != flow.event_shape:
+            # A flow whose bijectors sit inside its surjection (DenseFlow's InferenceChain):
+            # the first unit of its first block, a chain of the family's modules.
+            block = next(s for s in flow.surjection.stages if hasattr(s, "units"))
+            return block.units[0], _data(block.event_shape, dtype), None
         return flow.bijector, _data(shape, dtype), None
     return build
+
+
+def noise_affine_case(dtype):
+    """DenseFlow's noise map: a random (not zero-initialised) noise net on a context."""
+    params = nets.CrossUnitParams(1, zero_init=False, dtype=dtype)
+    context = _data([4, 4, 3], dtype, seed=3)
+    return bijectors.NoiseAffine(params, IMAGE, num_noise=1), _data(IMAGE, dtype), context
 
 
 A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
@@ -258,6 +270,7 @@ REGISTRY = {
     "conv1x1_lu_vector": conv1x1_case(VECTOR, lu=True),
     "squeeze": lambda dtype: (bijectors.Squeeze(GLOW_IMAGE), _data(GLOW_IMAGE, dtype), None),
     "glow_chain_squeeze_conv1x1_affine": glow_chain_case,
+    "noise_affine": noise_affine_case,
     "split_channels": split_channels_case(conditional=False),
     "split_channels_conditional": split_channels_case(conditional=True),
     "maf_affine": maf_case("affine"),
