@@ -32,6 +32,19 @@ def write_section(name, text, path=PATH):
     write_text(path, updated)
 
 
+def read_section(name, path=PATH):
+    """The text between `<!-- begin NAME -->` and `<!-- end NAME -->`, or `""`."""
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    try:
+        with open(path) as f:
+            current = f.read()
+    except FileNotFoundError:
+        return ""
+    if begin not in current or end not in current:
+        return ""
+    return current.split(begin, 1)[1].split(end, 1)[0]
+
+
 def machine():
     """The machine and library versions, for the record."""
     import keras
