@@ -1,6 +1,8 @@
 """Shared by the ablation scripts: width matching, training and measuring one model."""
 
 import math
+import multiprocessing
+import resource
 import time
 
 import keras
@@ -22,7 +24,8 @@ def matched(build, target, step, start):
 
 def train_and_measure(flow, train, test, epochs, batch_size, eval_samples, seed):
     """Trains `flow` for `epochs` (Adam 1e-3, cosine decay, clipping, XLA); returns its
-    parameters, test bits/dim by the ELBO and the IWBO, train steps/s and samples/s."""
+    parameters, test bits/dim by the ELBO and the IWBO (`eval_samples`: one k, or several:
+    then `iwbo_bpd` maps each k to its bits/dim), train steps/s and samples/s."""
     steps_per_epoch = math.ceil(len(train) / batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps_per_epoch * epochs)
     flow.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0),
@@ -43,10 +46,27 @@ def train_and_measure(flow, train, test, epochs, batch_size, eval_samples, seed)
     start = time.perf_counter()
     samples = flow.sample(512, seed=1).numpy()
     samples_per_second = 512 / (time.perf_counter() - start)
+    iwbo = ({k: bpd(k) for k in eval_samples} if isinstance(eval_samples, list | tuple)
+            else bpd(eval_samples))
     return {"params": flow.count_params(), "elbo_bpd": bpd(1),
-            "iwbo_bpd": bpd(eval_samples), "steps_per_second": steps_per_second,
+            "iwbo_bpd": iwbo, "steps_per_second": steps_per_second,
             "samples_per_second": samples_per_second,
             "samples_finite": bool(np.all(np.isfinite(samples)))}
+
+
+def _with_peak_memory(fn, args):
+    result = fn(*args)
+    # Linux reports the peak resident set size in KiB.
+    result["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def in_fresh_process(fn, *args):
+    """`fn(*args)` (a dict) run in a new Python process, with the process's peak resident
+    memory (`peak_memory_mib`, TensorFlow's own included) added: each model of an ablation
+    gets its own process, so its peak is its own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_with_peak_memory, (fn, args))
 
 
 TABLE_HEADER = [
