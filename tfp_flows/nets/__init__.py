@@ -6,7 +6,17 @@ from tfp_flows.nets.conv_resnet import ConvResNet
 from tfp_flows.nets.flowpp import GatedConvAttentionNet, GatedConvContextNet
 from tfp_flows.nets.made import MADE, ORDERINGS
 from tfp_flows.nets.mlp import MLP, ResidualMLP
+from tfp_flows.nets.nanoflow import (
+    EMBEDDINGS,
+    ConvTrunk,
+    MLPTrunk,
+    SharedTrunkConditioner,
+    StepProjection,
+    embedding_kinds,
+)
 from tfp_flows.nets.scale import LogScale
 
-__all__ = ["MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel", "ConvResNet",
-           "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "ResidualMLP"]
+__all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel",
+           "ConvResNet", "ConvTrunk", "GatedConvAttentionNet", "GatedConvContextNet",
+           "LogScale", "MLPTrunk", "ResidualMLP", "SharedTrunkConditioner", "StepProjection",
+           "embedding_kinds"]
