@@ -36,6 +36,13 @@ def _conv_resnet(c_in, hidden, c_out):
         conv(3, hidden, c_out)
 
 
+def _nanoflow_trunk(c_in, hidden, embedding):
+    # A one-block ConvTrunk (a ConvResNet without its output conv) plus the unbiased 3x3
+    # conv of a concatenated embedding.
+    return conv(3, c_in, hidden) + conv(3, hidden, hidden) + conv(1, hidden, hidden) + \
+        9 * embedding * hidden
+
+
 def _flowpp_net(c_in, filters, c_out, pixels):
     """(variables, parameters) of a one-block `GatedConvAttentionNet` without context:
     proj_in 3x3, gated conv (3x3 on the doubled channels, 1x1 to 2F), layer norm, attention
@@ -170,6 +177,24 @@ MODELS = {
         2 * (4 * 2 + 2),
         2 * (dense(4, 8) + 2 * dense(8, 8) + dense(8, 4 * 2) + CONTEXT_SIZE * 8
              + CONTEXT_SIZE * 4 * 2)),
+    # NanoFlow [4, 4, 2], 2 levels of 2 steps, plain 1x1 kernels, the default "concat"
+    # embedding of 8 channels. Level 0 works on [2, 2, 8]: per step an ActNorm 2x8, a kernel
+    # 8x8, a 1x1 projection 4 -> 8 and a 2x2x8 embedding; one trunk on the kept 4 channels;
+    # a split prior (a 3x3 conv 4 -> 8). Level 1 on [1, 1, 16]: ActNorm 2x16, kernel 16x16,
+    # projection 4 -> 16 and a 1x1x8 embedding per step, one trunk on 8 channels.
+    "nanoflow_image": (
+        lambda: models.NanoFlow([4, 4, 2], num_levels=2, num_steps=2, hidden_channels=4,
+                                lu=False),
+        2 * 2 * (2 + 1 + 2 + 1) + 2 * 7 + 2,
+        2 * (16 + 64 + dense(4, 8) + 32) + _nanoflow_trunk(4, 4, 8) + conv(3, 4, 8)
+        + 2 * (32 + 256 + dense(4, 16) + 8) + _nanoflow_trunk(8, 4, 8)),
+    # NanoFlow [4], 3 steps with a "bias" embedding of 3: per step ActNorm 2x4, kernel 4x4,
+    # projection 8 -> 2 * 2 and the embedding; one trunk 2 -> 8 with a 3 -> 8 bias map.
+    "nanoflow_vector": (
+        lambda: models.NanoFlow([4], num_steps=3, hidden_units=[8], embedding="bias",
+                                embedding_channels=3, lu=False),
+        3 * (2 + 1 + 2 + 1) + 3,
+        3 * (8 + 16 + dense(8, 4) + 3) + dense(2, 8) + 3 * 8),
 }
 
 
@@ -257,7 +282,7 @@ def test_fresh_flow_is_the_identity(name):
         # act on the latent; the bound above is the identity check.
         x = np.random.default_rng(2).normal(size=[5, *flow.latent_event_shape])
     forward, inverse = flow.forward(x, context).numpy(), flow.inverse(x, context).numpy()
-    if isinstance(flow, models.Glow | models.FlowPlusPlus):
+    if isinstance(flow, models.Glow | models.FlowPlusPlus | models.NanoFlow):
         # Fresh 1x1 convolutions are random rotations: norms are kept, entries are not.
         norm = lambda v: np.linalg.norm(np.reshape(v, [len(v), -1]), axis=-1)  # noqa: E731
         np.testing.assert_allclose(norm(forward), norm(x), rtol=1e-5)

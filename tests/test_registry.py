@@ -49,7 +49,7 @@ def families_table():
 
 def test_builtin_families_and_their_builders():
     expected = {"nice": models.NICE, "realnvp": models.RealNVP, "glow": models.Glow,
-                "maf": models.MAF, "iaf": models.IAF}
+                "maf": models.MAF, "iaf": models.IAF, "nanoflow": models.NanoFlow}
     assert {name: FAMILIES[name].load_builder() for name in expected} == expected
     # Named by import path: the table is read without importing TensorFlow.
     assert {name: FAMILIES[name].builder for name in expected} == {

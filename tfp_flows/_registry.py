@@ -18,7 +18,7 @@ onto a keyword argument of its builder: the command line's `--num-levels` is Rea
 Example:
     >>> from tfp_flows.models import FAMILIES, get_family
     >>> sorted(FAMILIES)
-    ['denseflow', 'flowpp', 'glow', 'iaf', 'maf', 'nice', 'realnvp']
+    ['denseflow', 'flowpp', 'glow', 'iaf', 'maf', 'nanoflow', 'nice', 'realnvp']
     >>> get_family("glow").data_kinds
     ('image',)
     >>> get_family("glow").builder
@@ -58,8 +58,8 @@ SETTINGS = types.MappingProxyType({
     "num_steps": "flow steps per level",
     "hidden_channels": "width of the conv ResNet conditioners",
     "num_blocks": "residual blocks per conditioner",
-    "coupling": "coupling transformer: affine, additive (NICE, Glow) or logistic_mixture "
-                "(Flow++)",
+    "coupling": "coupling transformer: affine, additive (NICE, Glow, NanoFlow) or "
+                "logistic_mixture (Flow++, NanoFlow)",
 })
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -338,6 +338,15 @@ for _family in (
     Family("iaf", "tfp_flows.models:IAF", "inverse autoregressive flow: parallel sampling",
            "Kingma et al. 2016, arXiv:1606.04934", data_kinds=("vector",),
            options={"vector": _VECTOR}),
+    Family("nanoflow", "tfp_flows.models:NanoFlow", "one shared estimator over K flow steps, "
+           "per-step projections, flow indication embedding", "Lee et al. 2020, "
+           "arXiv:2006.06280",
+           options={"vector": ("num_layers", "hidden_units", "coupling"),
+                    "image": ("num_levels", "num_steps", "hidden_channels", "num_blocks",
+                              "coupling")},
+           arguments={"num_layers": "num_steps", "coupling": "transformer"},
+           # Twice Glow's steps: the shared trunk keeps them cheap in parameters.
+           defaults={"image": {"num_steps": 16}}),
 ):
     register_family(_family)
 del _family

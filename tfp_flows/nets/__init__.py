@@ -7,8 +7,18 @@ from tfp_flows.nets.denseflow import CrossUnitParams, DenseAttentionNet, Nystrom
 from tfp_flows.nets.flowpp import GatedConvAttentionNet, GatedConvContextNet
 from tfp_flows.nets.made import MADE, ORDERINGS
 from tfp_flows.nets.mlp import MLP, ResidualMLP
+from tfp_flows.nets.nanoflow import (
+    EMBEDDINGS,
+    ConvTrunk,
+    MLPTrunk,
+    SharedTrunkConditioner,
+    StepProjection,
+    embedding_kinds,
+)
 from tfp_flows.nets.scale import LogScale
 
-__all__ = ["MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel", "ConvResNet",
-           "CrossUnitParams", "DenseAttentionNet", "GatedConvAttentionNet",
-           "GatedConvContextNet", "LogScale", "NystromAttention", "ResidualMLP"]
+__all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel",
+           "ConvResNet", "ConvTrunk", "CrossUnitParams", "DenseAttentionNet",
+           "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "MLPTrunk",
+           "NystromAttention", "ResidualMLP", "SharedTrunkConditioner", "StepProjection",
+           "embedding_kinds"]

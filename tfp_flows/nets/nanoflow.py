@@ -1,0 +1,471 @@
+"""NanoFlow's shared estimator: one trunk for many flow steps, per-step projections and
+flow indication embeddings."""
+
+import keras
+from keras import ops
+
+from tfp_flows._validation import check_bool, check_choice, check_positive_int
+from tfp_flows.nets._validation import check_units
+
+__all__ = ["EMBEDDINGS", "ConvTrunk", "MLPTrunk", "SharedTrunkConditioner", "StepProjection",
+           "embedding_kinds"]
+
+# How a step's flow indication embedding enters the shared trunk.
+EMBEDDINGS = ("concat", "bias", "gate")
+
+
+def embedding_kinds(embedding):
+    """The embedding kinds `embedding` names, as a tuple in `EMBEDDINGS` order.
+
+    Args:
+        embedding: `None` (no embedding), one of `"concat"`, `"bias"`, `"gate"`, or a
+            list/tuple of distinct ones (the original image model is `("concat", "gate")`).
+
+    Raises:
+        TypeError: `embedding` is none of these types.
+        ValueError: an unknown or repeated kind, or an empty list.
+    """
+    if embedding is None:
+        return ()
+    kinds = [embedding] if isinstance(embedding, str) else embedding
+    if not isinstance(kinds, list | tuple) or not all(isinstance(k, str) for k in kinds):
+        raise TypeError(f"embedding must be None, one of {EMBEDDINGS} or a list of them, got "
+                        f"{embedding!r} of type {type(embedding).__name__}")
+    for kind in kinds:
+        check_choice("embedding", kind, EMBEDDINGS)
+    if not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"embedding must list distinct kinds of {EMBEDDINGS}, got "
+                         f"{embedding!r}")
+    return tuple(kind for kind in EMBEDDINGS if kind in kinds)
+
+
+class _Trunk(keras.layers.Layer):
+    """The part of a trunk that reads flow embeddings; subclasses supply the layers.
+
+    A subclass creates `concat_layer` (maps a step's concatenated embedding to the first
+    hidden layer's pre-activation) and `bias_projection` (maps a step's bias embedding to
+    a bias of every modulated hidden layer) when those embeddings are on, lists its
+    modulated widths in `modulated_units` and computes its features in `_features`.
+    """
+
+    def __init__(self, concat_channels=None, bias_channels=None, **kwargs):
+        super().__init__(**kwargs)
+        self.concat_channels = check_positive_int("concat_channels", concat_channels,
+                                                  allow_none=True)
+        self.bias_channels = check_positive_int("bias_channels", bias_channels,
+                                                allow_none=True)
+
+    @property
+    def modulated_units(self):
+        """Widths of the hidden layers that biases and gates act on, in order."""
+        raise NotImplementedError
+
+    @property
+    def num_gates(self):
+        """Size of a step's flat gate vector: the sum of `modulated_units`."""
+        return sum(self.modulated_units)
+
+    def _bias_layer(self):
+        # One matrix maps a step's embedding to the biases of all hidden layers at once.
+        return keras.layers.Dense(self.num_gates, use_bias=False, dtype=self.dtype_policy,
+                                  name="bias_projection")
+
+    def _build_embedding_layers(self, concat_shape):
+        if self.concat_channels:
+            self.concat_layer.build(concat_shape)
+        if self.bias_channels:
+            self.bias_projection.build((1, self.bias_channels))
+
+    def _check_embeddings(self, embedding, bias_embedding, gates):
+        for kind, given, size in (("embedding", embedding, self.concat_channels),
+                                  ("bias_embedding", bias_embedding, self.bias_channels)):
+            if (given is None) != (size is None):
+                argument = "concat_channels" if kind == "embedding" else "bias_channels"
+                raise ValueError(
+                    f"{self.name} has {argument}={size} and "
+                    f"{'needs' if size else 'takes no'} {kind}, got "
+                    f"{'none' if given is None else 'one of shape ' + str(list(given.shape))}")
+        if gates is not None and gates.shape[-1] not in (None, self.num_gates):
+            raise ValueError(f"{self.name} takes gates of shape [{self.num_gates}] (the sum "
+                             f"of its hidden widths {self.modulated_units}), got shape "
+                             f"{list(gates.shape)}")
+
+    def call(self, inputs, embedding=None, bias_embedding=None, gates=None):
+        """The trunk's features for one step.
+
+        Args:
+            inputs: `[B, ..., C_in]`.
+            embedding: the step's concatenated embedding (`[H, W, concat_channels]` for
+                the conv trunk, `[concat_channels]` for the MLP); required if and only if
+                `concat_channels` is set.
+            bias_embedding: the step's bias embedding `[bias_channels]`; required if and
+                only if `bias_channels` is set.
+            gates: `None` or the step's positive gates `[num_gates]`, one per hidden unit
+                of every modulated layer.
+
+        Returns:
+            `[B, ..., hidden]` features.
+        """
+        self._check_embeddings(embedding, bias_embedding, gates)
+        dtype = self.compute_dtype
+        # The embedding terms do not depend on the data: computed once per call, without a
+        # batch axis, and broadcast (the same as concatenating the embedding to every input).
+        concat = None if embedding is None else self.concat_layer(
+            ops.cast(embedding, dtype)[None])
+        biases = None if bias_embedding is None else self.bias_projection(
+            ops.cast(bias_embedding, dtype)[None])[0]
+        gates = None if gates is None else ops.cast(gates, dtype)
+        offsets = [0]
+        for units in self.modulated_units:
+            offsets.append(offsets[-1] + units)
+
+        def modulate(index, hidden):
+            start, stop = offsets[index], offsets[index + 1]
+            if biases is not None:
+                hidden = hidden + biases[start:stop]
+            if gates is not None:
+                hidden = hidden * gates[start:stop]
+            return hidden
+
+        return self._features(inputs, concat, modulate)
+
+    def get_config(self):
+        return {**super().get_config(), "concat_channels": self.concat_channels,
+                "bias_channels": self.bias_channels}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ConvTrunk(_Trunk):
+    """NanoFlow's shared convolutional trunk: `[B, H, W, C_in]` -> `[B, H, W, hidden]`.
+
+    The hidden part of a conv ResNet conditioner (`ConvResNet` without its output
+    convolution): a 3x3 input convolution, `num_blocks` pre-activation residual blocks
+    (3x3 then 1x1 convolution) and a final ReLU. Every step of a level calls the same
+    trunk; a step's own parts (its projection and flow indication embedding, see
+    `SharedTrunkConditioner`) modulate it:
+
+    - `"concat"`: the step's embedding map `e_k` (`[H, W, concat_channels]`) is appended
+      to the input channels. The input convolution of `[x, e_k]` is computed as
+      `conv(x) + conv_e(e_k)`, the same map, with `conv_e(e_k)` computed once per call
+      without a batch axis.
+    - `"bias"`: a shared matrix maps the step's embedding vector `e_k` to a channel-wise
+      bias added to the output of every convolution.
+    - `"gate"`: the output of every convolution is multiplied by the step's channel-wise
+      gate.
+
+    Biases and gates act on each of the `1 + 2 num_blocks` convolutions (`hidden_channels`
+    channels each) as `(conv(h) + b_k) * g_k`, before the next ReLU.
+
+    Reference: Lee, Kim, Yoon, "NanoFlow: Scalable Normalizing Flows with Sublinear
+    Parameter Complexity", arXiv:2006.06280.
+
+    Args:
+        hidden_channels: width `F` of the residual stream.
+        num_blocks: number of residual blocks.
+        concat_channels: channels of a concatenated embedding, or `None`.
+        bias_channels: size of a bias embedding vector, or `None`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+        >>> import numpy as np
+        >>> trunk = ConvTrunk(8, num_blocks=1)
+        >>> trunk(np.zeros([2, 4, 4, 3], "float32")).shape
+        TensorShape([2, 4, 4, 8])
+    """
+
+    def __init__(self, hidden_channels, num_blocks=1, concat_channels=None, bias_channels=None,
+                 **kwargs):
+        super().__init__(concat_channels, bias_channels, **kwargs)
+        self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        self.num_blocks = check_positive_int("num_blocks", num_blocks)
+        policy = self.dtype_policy
+        width = self.hidden_channels
+        self.input_conv = keras.layers.Conv2D(width, 3, padding="same", dtype=policy,
+                                              name="input")
+        self.block_convs = [
+            [keras.layers.Conv2D(width, 3, padding="same", dtype=policy, name=f"block_{i}_0"),
+             keras.layers.Conv2D(width, 1, padding="same", dtype=policy, name=f"block_{i}_1")]
+            for i in range(self.num_blocks)]
+        if self.concat_channels:
+            self.concat_layer = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                                    dtype=policy, name="concat")
+        if self.bias_channels:
+            self.bias_projection = self._bias_layer()
+
+    @property
+    def modulated_units(self):
+        return [self.hidden_channels] * (1 + 2 * self.num_blocks)
+
+    def build(self, inputs_shape, embedding_shape=None, bias_embedding_shape=None,
+              gates_shape=None):
+        shape = tuple(inputs_shape)
+        if len(shape) != 4:
+            raise ValueError(f"ConvTrunk expects images [batch, height, width, channels], got "
+                             f"shape {list(shape)}")
+        self.input_conv.build(shape)
+        stream = (*shape[:-1], self.hidden_channels)
+        for first, second in self.block_convs:
+            first.build(stream)
+            second.build(stream)
+        self._build_embedding_layers((1, *shape[1:-1], self.concat_channels))
+
+    def _features(self, inputs, concat, modulate):
+        hidden = self.input_conv(inputs)
+        if concat is not None:
+            hidden = hidden + concat
+        hidden = modulate(0, hidden)
+        for i, (first, second) in enumerate(self.block_convs):
+            inner = modulate(1 + 2 * i, first(ops.relu(hidden)))
+            hidden = hidden + modulate(2 + 2 * i, second(ops.relu(inner)))
+        return ops.relu(hidden)
+
+    def compute_output_shape(self, inputs_shape, embedding_shape=None,
+                             bias_embedding_shape=None, gates_shape=None):
+        return (*inputs_shape[:-1], self.hidden_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_channels": self.hidden_channels,
+                "num_blocks": self.num_blocks}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MLPTrunk(_Trunk):
+    """NanoFlow's shared dense trunk: `[B, D_in]` -> `[B, hidden_units[-1]]`.
+
+    Dense layers of `hidden_units` widths, each followed by a ReLU; the last hidden
+    activation is the output. A step's embedding enters as in `ConvTrunk`: `"concat"`
+    appends the vector `e_k` to the input (computed as `W x + W_e e_k`), `"bias"` adds
+    `B_i e_k` to the pre-activation of every hidden layer `i`, `"gate"` multiplies every
+    pre-activation by the step's gate: `h_i = relu((W_i h_{i-1} + c_i + b_{k,i}) g_{k,i})`.
+
+    Reference: Lee, Kim, Yoon, "NanoFlow: Scalable Normalizing Flows with Sublinear
+    Parameter Complexity", arXiv:2006.06280.
+
+    Args:
+        hidden_units: widths of the hidden layers.
+        concat_channels: size of a concatenated embedding vector, or `None`.
+        bias_channels: size of a bias embedding vector, or `None`.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+        >>> import numpy as np
+        >>> MLPTrunk([16, 8])(np.zeros([3, 2], "float32")).shape
+        TensorShape([3, 8])
+    """
+
+    def __init__(self, hidden_units, concat_channels=None, bias_channels=None, **kwargs):
+        super().__init__(concat_channels, bias_channels, **kwargs)
+        self.hidden_units = check_units("hidden_units", hidden_units)
+        policy = self.dtype_policy
+        self.hidden_layers = [keras.layers.Dense(units, dtype=policy, name=f"hidden_{i}")
+                              for i, units in enumerate(self.hidden_units)]
+        if self.concat_channels:
+            self.concat_layer = keras.layers.Dense(self.hidden_units[0], use_bias=False,
+                                                   dtype=policy, name="concat")
+        if self.bias_channels:
+            self.bias_projection = self._bias_layer()
+
+    @property
+    def modulated_units(self):
+        return list(self.hidden_units)
+
+    def build(self, inputs_shape, embedding_shape=None, bias_embedding_shape=None,
+              gates_shape=None):
+        shape = tuple(inputs_shape)
+        for layer in self.hidden_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self._build_embedding_layers((1, self.concat_channels))
+
+    def _features(self, inputs, concat, modulate):
+        hidden = inputs
+        for i, layer in enumerate(self.hidden_layers):
+            hidden = layer(hidden)
+            if i == 0 and concat is not None:
+                hidden = hidden + concat
+            hidden = ops.relu(modulate(i, hidden))
+        return hidden
+
+    def compute_output_shape(self, inputs_shape, embedding_shape=None,
+                             bias_embedding_shape=None, gates_shape=None):
+        return (*inputs_shape[:-1], self.hidden_units[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": self.hidden_units}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class StepProjection(keras.layers.Layer):
+    """A step's projection of shared features to its transformer parameters.
+
+    `kernel_size=1` is a dense map of the last axis (a 1x1 convolution on images, a dense
+    layer on vectors); a larger odd `kernel_size` is a "same"-padded convolution of
+    images. Zero-initialised by default, so the coupling it feeds starts as the identity.
+
+    Args:
+        output_channels: size of the output's last axis.
+        kernel_size: `1`, or an odd convolution size for images.
+        zero_init: zero-initialise the kernel and bias (else Glorot-uniform kernel).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+        >>> import numpy as np
+        >>> projection = StepProjection(4)
+        >>> projection(np.ones([2, 3, 3, 8], "float32")).numpy().tolist()[0][0][0]
+        [0.0, 0.0, 0.0, 0.0]
+    """
+
+    def __init__(self, output_channels, kernel_size=1, zero_init=True, **kwargs):
+        super().__init__(**kwargs)
+        self.output_channels = check_positive_int("output_channels", output_channels)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
+        self.zero_init = check_bool("zero_init", zero_init)
+
+    def build(self, inputs_shape):
+        if self.kernel_size > 1 and len(inputs_shape) != 4:
+            raise ValueError(f"a StepProjection with kernel_size={self.kernel_size} needs "
+                             f"images [batch, height, width, channels], got shape "
+                             f"{list(inputs_shape)}")
+        size = self.kernel_size
+        shape = ((inputs_shape[-1], self.output_channels) if size == 1
+                 else (size, size, inputs_shape[-1], self.output_channels))
+        self.kernel = self.add_weight(
+            shape=shape, name="kernel",
+            initializer="zeros" if self.zero_init else "glorot_uniform")
+        self.bias = self.add_weight(shape=(self.output_channels,), name="bias",
+                                    initializer="zeros")
+
+    def call(self, inputs):
+        kernel = ops.cast(self.kernel, inputs.dtype)
+        if self.kernel_size == 1:
+            outputs = ops.matmul(inputs, kernel)
+        else:
+            outputs = ops.conv(inputs, kernel, padding="same")
+        return outputs + ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, inputs_shape):
+        return (*inputs_shape[:-1], self.output_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "output_channels": self.output_channels,
+                "kernel_size": self.kernel_size, "zero_init": self.zero_init}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class SharedTrunkConditioner(keras.layers.Layer):
+    """One flow step's conditioner: a shared trunk, this step's embedding, a projection.
+
+    `theta_k(x) = P_k(g(x; e_k))`: the trunk `g` is one Keras layer that any number of
+    conditioners reference (Keras tracks and saves its weights once), `P_k` is the step's
+    projection (its own in NanoFlow, a shared one in the "naive" variant) and `e_k` the
+    step's flow indication embedding, which this layer owns:
+
+    - `"concat"`: a map `[*spatial, concat_channels]` (a vector `[concat_channels]` for
+      the MLP trunk), standard normal at initialisation (as the original's `torch.randn`);
+    - `"bias"`: a vector `[bias_channels]`, standard normal, that the trunk projects to a
+      bias of each hidden layer;
+    - `"gate"`: a log-gate `[trunk.num_gates]`, zero at initialisation: the gates
+      `exp(log_gate)` start at one.
+
+    The trunk must be made for the embeddings named (`concat_channels` for `"concat"`,
+    `bias_channels` for `"bias"`, and neither for kinds not named).
+
+    Reference: Lee, Kim, Yoon, "NanoFlow: Scalable Normalizing Flows with Sublinear
+    Parameter Complexity", arXiv:2006.06280.
+
+    Args:
+        trunk: a `ConvTrunk` or `MLPTrunk`, usually shared with other conditioners.
+        projection: a Keras layer from the trunk's features to the step's parameters
+            (a `StepProjection`), own or shared.
+        embedding: `None`, `"concat"`, `"bias"`, `"gate"`, or a list of distinct kinds.
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Raises:
+        TypeError: `trunk` or `projection` is not such a layer, or a bad `embedding` type.
+        ValueError: an unknown embedding kind, or one the trunk is not made for.
+
+    Example:
+        >>> import numpy as np
+        >>> trunk = MLPTrunk([8], bias_channels=4)
+        >>> steps = [SharedTrunkConditioner(trunk, StepProjection(2), embedding="bias")
+        ...          for _ in range(3)]
+        >>> outputs = [step(np.zeros([5, 3], "float32")) for step in steps]
+        >>> outputs[0].shape
+        TensorShape([5, 2])
+        >>> # The trunk's 3 weights once, and each step's projection (2) and embedding (1).
+        >>> len({id(w) for step in steps for w in step.trainable_weights})
+        12
+    """
+
+    def __init__(self, trunk, projection, embedding=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(trunk, _Trunk):
+            raise TypeError(f"trunk must be a tfp_flows.nets.ConvTrunk or MLPTrunk, got "
+                            f"{trunk!r} of type {type(trunk).__name__}")
+        if not isinstance(projection, keras.layers.Layer):
+            raise TypeError(f"projection must be a keras.layers.Layer, got {projection!r} of "
+                            f"type {type(projection).__name__}")
+        self.embedding_kinds = embedding_kinds(embedding)
+        self._embedding_argument = (list(embedding) if isinstance(embedding, list | tuple)
+                                    else embedding)
+        for kind, argument in (("concat", "concat_channels"), ("bias", "bias_channels")):
+            size = getattr(trunk, argument)
+            if (kind in self.embedding_kinds) != (size is not None):
+                raise ValueError(
+                    f"embedding {embedding!r} and the trunk {trunk.name} ({argument}={size}) "
+                    f"do not fit: a {kind!r} embedding needs a trunk with {argument}, and "
+                    f"only it")
+        self.trunk = trunk
+        self.projection = projection
+
+    def build(self, inputs_shape):
+        if not self.trunk.built:
+            self.trunk.build(inputs_shape)
+        if not self.projection.built:
+            self.projection.build(self.trunk.compute_output_shape(inputs_shape))
+        normal = keras.initializers.RandomNormal(stddev=1.0)
+        if "concat" in self.embedding_kinds:
+            self.embedding = self.add_weight(
+                shape=(*inputs_shape[1:-1], self.trunk.concat_channels), name="embedding",
+                initializer=normal)
+        if "bias" in self.embedding_kinds:
+            self.bias_embedding = self.add_weight(
+                shape=(self.trunk.bias_channels,), name="bias_embedding", initializer=normal)
+        if "gate" in self.embedding_kinds:
+            self.log_gate = self.add_weight(shape=(self.trunk.num_gates,), name="log_gate",
+                                            initializer="zeros")
+
+    def step_inputs(self):
+        """The step's data-independent inputs of the trunk, as `trunk`'s keyword arguments."""
+        inputs = {}
+        if "concat" in self.embedding_kinds:
+            inputs["embedding"] = ops.convert_to_tensor(self.embedding)
+        if "bias" in self.embedding_kinds:
+            inputs["bias_embedding"] = ops.convert_to_tensor(self.bias_embedding)
+        if "gate" in self.embedding_kinds:
+            inputs["gates"] = ops.exp(ops.convert_to_tensor(self.log_gate))
+        return inputs
+
+    def call(self, inputs):
+        return self.projection(self.trunk(inputs, **self.step_inputs()))
+
+    def compute_output_shape(self, inputs_shape):
+        return self.projection.compute_output_shape(
+            self.trunk.compute_output_shape(inputs_shape))
+
+    def get_config(self):
+        return {**super().get_config(),
+                "trunk": keras.saving.serialize_keras_object(self.trunk),
+                "projection": keras.saving.serialize_keras_object(self.projection),
+                "embedding": self._embedding_argument}
+
+    @classmethod
+    def from_config(cls, config):
+        # A conditioner rebuilt on its own gets its own trunk; a model that shares one
+        # trunk rebuilds the sharing from its own config.
+        config = dict(config)
+        config["trunk"] = keras.saving.deserialize_keras_object(config["trunk"])
+        config["projection"] = keras.saving.deserialize_keras_object(config["projection"])
+        return cls(**config)
