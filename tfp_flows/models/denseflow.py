@@ -103,9 +103,9 @@ class DenseFlow(Flow):
     def __init__(self, event_shape, num_bins=256, growth_rate=4, augmentation="cross_unit",
                  attention=True, dequantization="variational", units_per_block=(3, 2),
                  num_blocks=None, modules_per_unit=2, filters=32, dense_depth=3,
-                 dense_growth=16, landmarks=4,
-                 dropout=0.0, dequantizer_steps=2, dequantizer_filters=16, logit_alpha=None,
-                 num_eval_samples=None, seed=0, **kwargs):
+                 dense_growth=16, landmarks=4, dropout=0.0, dequantizer_steps=2,
+                 dequantizer_filters=16, logit_alpha=None, num_eval_samples=None, seed=0,
+                 **kwargs):
         super().__init__(event_shape, num_eval_samples=num_eval_samples, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"DenseFlow needs an image event_shape [H, W, C], got "
