@@ -243,3 +243,11 @@ def test_export_loads_without_tfp_flows(tmp_path, python_without_tfp_flows):
     np.testing.assert_allclose(results["iwbo"], flow.log_prob(x, num_samples=8, seed=3),
                                rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(results["sample"], flow.sample(4, seed=7), atol=1e-5)
+
+
+def test_forward_and_inverse_take_any_latent_value():
+    """The latent is the chain's Gaussian vector: num_bins does not bound it."""
+    flow = small_denseflow(dequantization="uniform")
+    z = np.random.default_rng(0).normal(scale=10.0, size=[3, *flow.latent_event_shape])
+    np.testing.assert_allclose(flow.inverse(z.astype("float32")), z, rtol=1e-6)
+    np.testing.assert_allclose(flow.forward(z.astype("float32")), z, rtol=1e-6)

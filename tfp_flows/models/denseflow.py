@@ -197,10 +197,6 @@ class DenseFlow(Flow):
         self.actnorms.append(params)
         return bijectors.ActNorm(params, shape, name=f"{name}_actnorm")
 
-    def _latent_support(self):
-        # The latent is the chain's Gaussian vector, not scaled data: any value is valid.
-        return None
-
     def _module(self, shape, block, name, parity):
         """ActNorm, 1x1 convolution and affine coupling, in data -> noise order."""
         kernel = nets.Conv1x1Kernel(shape[-1], seed=self.seed + len(self.kernels),

@@ -207,9 +207,14 @@ class Flow(ModuleVariables, keras.Model):
         return "elbo" if self.num_eval_samples == 1 else f"iwbo(k={self.num_eval_samples})"
 
     def _latent_support(self):
-        """Values the flow's bijective density accepts, from `num_bins`/`logit_alpha`."""
+        """Values the flow's bijective density accepts, from `num_bins`/`logit_alpha`.
+
+        `num_bins` bounds the latent only where the latent is the (dequantized) data: a
+        surjection whose latent has another shape (noise appended, or an InferenceChain's
+        Gaussian vector) puts no bound on it.
+        """
         num_bins = getattr(self, "num_bins", None)
-        if num_bins is None:
+        if num_bins is None or list(self.latent_event_shape) != list(self.event_shape):
             return None
         logit_alpha = getattr(self, "logit_alpha", None)
         reason = f"num_bins={num_bins}"
