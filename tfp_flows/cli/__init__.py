@@ -132,7 +132,9 @@ def __getattr__(name):
 
 def _fail(message):
     """Reports a run that cannot go on in one line on stderr; returns the exit status."""
-    print(f"tfp-flows: error: {message}", file=sys.stderr)
+    # One write with its newline: a download thread still logging cannot land inside the line.
+    sys.stderr.write(f"tfp-flows: error: {message}\n")
+    sys.stderr.flush()
     return 1
 
 
