@@ -3,17 +3,16 @@
 import keras
 
 from tfp_flows import _validation, bijectors, nets
+from tfp_flows.models._sharing import SHARINGS, SharedTrunkSteps
 from tfp_flows.models.flow import Flow
 from tfp_flows.models.multiscale import multiscale_bijector
 from tfp_flows.nets._validation import check_units
 
 __all__ = ["SHARINGS", "NanoFlow"]
 
-SHARINGS = ("none", "naive", "decomposed", "nanoflow")
-
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
-class NanoFlow(Flow):
+class NanoFlow(SharedTrunkSteps, Flow):
     """NanoFlow: `K` flow steps whose couplings share one estimator, told apart by a
     flow indication embedding.
 
@@ -101,16 +100,7 @@ class NanoFlow(Flow):
                                                               hidden_channels)
         self.num_blocks = _validation.check_positive_int("num_blocks", num_blocks)
         self.hidden_units = check_units("hidden_units", hidden_units)
-        self.sharing = _validation.check_choice("sharing", sharing, SHARINGS)
-        if embedding is not None and self.sharing != "nanoflow":
-            raise ValueError(f"embedding applies to sharing='nanoflow' only, got "
-                             f"embedding={embedding!r} with sharing={sharing!r}")
-        self.embedding_kinds = (nets.embedding_kinds("concat" if embedding is None
-                                                     else embedding)
-                                if self.sharing == "nanoflow" else ())
-        self.embedding = list(embedding) if isinstance(embedding, list | tuple) else embedding
-        self.embedding_channels = _validation.check_positive_int("embedding_channels",
-                                                                 embedding_channels)
+        self._init_sharing(sharing, embedding, embedding_channels, default_embedding="concat")
         if isinstance(transformer, dict):  # a Transformer serialized by get_config
             transformer = bijectors.get_transformer(transformer)
         self._transformer = bijectors.get_transformer(transformer)
@@ -141,8 +131,7 @@ class NanoFlow(Flow):
         self._set_bijectors(self._data_space_steps(num_bins, logit_alpha) + steps)
 
     def _trunk(self, name):
-        concat = self.embedding_channels if "concat" in self.embedding_kinds else None
-        bias = self.embedding_channels if "bias" in self.embedding_kinds else None
+        concat, bias = self._trunk_channels()
         if self.is_image:
             trunk = nets.ConvTrunk(self.hidden_channels, self.num_blocks, concat_channels=concat,
                                    bias_channels=bias, dtype=self.dtype_policy, name=name)
@@ -152,30 +141,13 @@ class NanoFlow(Flow):
         self.trunks.append(trunk)
         return trunk
 
-    def _projection(self, output_channels, name):
-        projection = nets.StepProjection(output_channels, dtype=self.dtype_policy, name=name)
-        self.projections.append(projection)
-        return projection
-
     def _level_steps(self, shape, level):
         """The `num_steps` steps on `shape` (of `level`, `None` for vectors), data -> noise."""
         prefix = "" if level is None else f"level_{level}_"
         output = bijectors.Coupling.conditioner_output_size(shape, self._transformer)
-        trunk = None if self.sharing == "none" else self._trunk(f"{prefix}trunk")
-        projection = (self._projection(output, f"{prefix}projection")
-                      if self.sharing == "naive" else None)
-        steps = []
-        for k in range(self.num_steps):
-            name = f"{prefix}step_{k}"
-            conditioner = nets.SharedTrunkConditioner(
-                trunk if trunk is not None else self._trunk(f"{name}_trunk"),
-                projection if projection is not None
-                else self._projection(output, f"{name}_projection"),
-                embedding=self.embedding_kinds or None, dtype=self.dtype_policy,
-                name=f"{name}_conditioner")
-            self.conditioners.append(conditioner)
-            steps += self._step(shape, name, conditioner)
-        return steps
+        conditioners = self._step_conditioners(output, prefix)
+        return [bijector for k, conditioner in enumerate(conditioners)
+                for bijector in self._step(shape, f"{prefix}step_{k}", conditioner)]
 
     def _step(self, shape, name, conditioner):
         """ActNorm, 1x1 convolution and coupling, in data -> noise order."""
@@ -208,10 +180,7 @@ class NanoFlow(Flow):
             "hidden_channels": self.hidden_channels,
             "num_blocks": self.num_blocks,
             "hidden_units": list(self.hidden_units),
-            "sharing": self.sharing,
-            "embedding": (list(self.embedding) if isinstance(self.embedding, list)
-                          else self.embedding),
-            "embedding_channels": self.embedding_channels,
+            **self._sharing_config(),
             "transformer": (self.transformer if isinstance(self.transformer, str)
                             else keras.saving.serialize_keras_object(self.transformer)),
             "lu": self.lu,
