@@ -294,6 +294,10 @@ REGISTRY = {
     "maf_affine_transformer": maf_case(AFFINE, conditional=True),
     "maf_logistic_mixture_transformer": maf_case(MIXTURE),
     "maf_model": autoregressive_model_case(models.MAF),
+    "grouped_autoregressive": lambda dtype: (bijectors.GroupedAutoregressive(
+        nets.SharedTrunkConditioner(nets.CausalConvTrunk(4, dtype=dtype), nets.StepProjection(
+            4, zero_init=False, dtype=dtype), dtype=dtype), [3, 2, 2], AFFINE),
+        _data([3, 2, 2], dtype), None),
     "iaf_model_conditional": autoregressive_model_case(models.IAF, conditional=True),
     **{f"{name}_{kind}_family": family_case(name, kind)
        for name, family in FAMILIES.items() for kind in family.data_kinds},

@@ -7,6 +7,7 @@ from tfp_flows.bijectors.base import FlowBijector, soft_clamp
 from tfp_flows.bijectors.chain import FlowChain
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_flows.bijectors.coupling import MASKS, AdditiveCoupling, AffineCoupling, Coupling
+from tfp_flows.bijectors.grouped_autoregressive import GroupedAutoregressive
 from tfp_flows.bijectors.permute import random_permutation, reverse_permutation
 from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
 from tfp_flows.bijectors.scaling import DiagonalScale
@@ -34,6 +35,7 @@ __all__ = [
     "DiagonalScale",
     "FlowBijector",
     "FlowChain",
+    "GroupedAutoregressive",
     "InvertibleConv1x1",
     "LevelScaling",
     "LogisticMixtureCDF",

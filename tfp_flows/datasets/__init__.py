@@ -1,7 +1,8 @@
-"""Datasets: toy 2-D densities, integer image sets (digits, tfds), plots of 2-D densities.
+"""Datasets: toy 2-D densities, generated 1-D signals, integer image sets (digits, tfds),
+plots of 2-D densities.
 
 The image loaders (`tfp_flows.datasets.images`) import TensorFlow, so they load when one of
-their names is first used; the toy densities and the plots need only NumPy (the
+their names is first used; the toy densities, the signals and the plots need only NumPy (the
 `tfp-flows` command reads `TOY_DATASETS` to answer `--help` without TensorFlow).
 """
 
@@ -14,6 +15,7 @@ from tfp_flows.datasets.plotting import (
     plot_image_grid,
     plot_samples,
 )
+from tfp_flows.datasets.signals import damped_sinusoids
 from tfp_flows.datasets.toy import (
     TOY_DATASETS,
     checkerboard,
@@ -42,6 +44,7 @@ __all__ = [
     "DIGITS_NUM_BINS",
     "TOY_DATASETS",
     "checkerboard",
+    "damped_sinusoids",
     "density_grid",
     "dequantize_dataset",
     "eight_gaussians",

@@ -17,8 +17,9 @@ from tfp_flows.models.registry import (
     register_family,
     temporary_family,
 )
+from tfp_flows.models.waveflow import NanoWaveFlow
 
 __all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SETTINGS",
            "SHARINGS", "DenseFlow", "Family", "Flow", "FlowPlusPlus", "Glow", "NanoFlow",
-           "RealNVP", "get_family", "multiscale_bijector", "register_family",
+           "NanoWaveFlow", "RealNVP", "get_family", "multiscale_bijector", "register_family",
            "temporary_family"]

@@ -16,9 +16,10 @@ from tfp_flows.nets.nanoflow import (
     embedding_kinds,
 )
 from tfp_flows.nets.scale import LogScale
+from tfp_flows.nets.waveflow import CausalConvTrunk
 
-__all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "Conv1x1Kernel",
-           "ConvResNet", "ConvTrunk", "CrossUnitParams", "DenseAttentionNet",
+__all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "CausalConvTrunk",
+           "Conv1x1Kernel", "ConvResNet", "ConvTrunk", "CrossUnitParams", "DenseAttentionNet",
            "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "MLPTrunk",
            "NystromAttention", "ResidualMLP", "SharedTrunkConditioner", "StepProjection",
            "embedding_kinds"]
