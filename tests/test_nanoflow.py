@@ -1,5 +1,6 @@
 """NanoFlow: the shared trunk and its embeddings, the four sharing variants, exact weight
-counts, gradients, transformers, serialization, export and a long flow on the digits."""
+counts, gradients, transformers, autoregressive steps over a shared MADE trunk,
+serialization, export and a long flow on the digits."""
 
 import keras
 import numpy as np
@@ -363,6 +364,199 @@ def test_saved_model_keeps_one_set_of_trunk_weights(tmp_path):
         reloaded.forward(reloaded.inverse(tf.constant(IMAGE))), IMAGE, atol=1e-4)
 
 
+# -- autoregressive steps over a shared MADE trunk ---------------------------------------------
+
+
+def ar_flow(sharing, embedding, num_steps=3, **kwargs):
+    return vector_flow(sharing, embedding, num_steps, scheme="autoregressive", **kwargs)
+
+
+def maf_steps(flow):
+    return [b for b in flow.bijector.bijectors
+            if isinstance(b, bijectors.MaskedAutoregressiveFlow)]
+
+
+@pytest.mark.parametrize("sharing, embedding", VARIANTS[:4] + VARIANTS[-1:],
+                         ids=VARIANT_IDS[:4] + VARIANT_IDS[-1:])
+def test_autoregressive_weight_count_formula_identity_and_gradients(sharing, embedding):
+    num_steps = 3
+    flow = ar_flow(sharing, embedding, num_steps)
+    kinds = nets.embedding_kinds(embedding)
+    # The MADE trunk reads all 4 dimensions (its masks are constants, its kernels full
+    # matrices); the masked projection gives a shift and a log-scale per dimension.
+    trunk = mlp_trunk(4, [8, 6], concat=3 if "concat" in kinds else None,
+                      bias=3 if "bias" in kinds else None)
+    step = step_parts(6, 4 * 2, kinds, embedding_size=3, concat_size=3, num_gates=8 + 6)
+    glow_step = (2 + 1, 2 * 4 + 4 * 4)
+    variables, parameters = expected_counts(sharing, kinds, num_steps, trunk, step, glow_step)
+    assert len(flow.trainable_weights) == variables
+    assert sum(int(np.prod(w.shape)) for w in flow.trainable_weights) == parameters
+    assert all(isinstance(t, nets.MADETrunk) for t in flow.trunks)
+    assert all(isinstance(p, nets.MaskedStepProjection) for p in flow.projections)
+    steps = maf_steps(flow)
+    assert [s.made for s in steps] == flow.conditioners
+    assert [s.name for s in steps] == [f"step_{k}_autoregressive" for k in range(num_steps)]
+    reached = discover_trainable_variables(flow.bijector)
+    assert {id(v) for v in reached} == {id(v) for v in flow.trainable_weights}
+    expected = np.sum(-0.5 * VECTOR.astype("float64") ** 2 - 0.5 * np.log(2 * np.pi), axis=1)
+    np.testing.assert_allclose(flow.log_prob(VECTOR), expected, rtol=1e-5)
+    assert_every_weight_learns(perturb(flow, seed=7, scale=0.2, trainable_only=True), VECTOR)
+
+
+def test_made_trunk_and_masked_projection_have_made_s_masks():
+    kwargs = dict(ordering="random", hidden_degrees="random", seed=4)
+    trunk = nets.MADETrunk(5, [7, 9], **kwargs)
+    made = nets.MADE(5, 3, [7, 9], **kwargs)
+    projection = nets.MaskedStepProjection(3, trunk.input_order, trunk.feature_degrees)
+    np.testing.assert_array_equal(trunk.input_order, made.input_order)
+    for ours, made_layer in zip(trunk.hidden_layers, made.hidden_layers, strict=True):
+        np.testing.assert_array_equal(ours.mask, made_layer.mask)
+    np.testing.assert_array_equal(projection.mask, made.output_layer.mask)
+
+
+def _made_conditioner(kinds, ordering, seed=0):
+    rng = np.random.default_rng(seed)
+    trunk = nets.MADETrunk(4, [16, 16], concat_channels=2 if "concat" in kinds else None,
+                           bias_channels=3 if "bias" in kinds else None, ordering=ordering)
+    projection = nets.MaskedStepProjection(3, trunk.input_order, trunk.feature_degrees,
+                                           zero_init=False)
+    conditioner = nets.SharedTrunkConditioner(trunk, projection, embedding=kinds or None)
+    conditioner(VECTOR)
+    for weight in conditioner.trainable_weights:  # gates and biases away from 1 and 0
+        weight.assign(rng.normal(size=weight.shape))
+    return conditioner
+
+
+@pytest.mark.parametrize("kinds", [(), ("concat",), ("bias",), ("gate",),
+                                   ("concat", "bias", "gate")], ids=str)
+def test_made_trunk_with_masked_projection_is_autoregressive(kinds):
+    order = [3, 1, 4, 2]
+    conditioner = _made_conditioner(kinds, order)
+    x = tf.constant(np.random.default_rng(1).normal(size=[64, 4]).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        params = conditioner(x)
+    assert params.shape == (64, 4, 3)
+    jacobian = tape.batch_jacobian(params, x).numpy()  # [batch, i, p, j]
+    depends = np.any(jacobian != 0, axis=(0, 2))
+    order = np.asarray(order)
+    # Output i reads input j exactly when j comes before i in the order.
+    np.testing.assert_array_equal(depends, order[None, :] < order[:, None])
+    # The precomputed step terms give the same map.
+    np.testing.assert_allclose(conditioner.precompute()(x), params, rtol=1e-6)
+
+
+@pytest.mark.parametrize("transformer, modes", [
+    ("affine", ("eager", "jit")), ("additive", ("eager",)),
+    (bijectors.RationalQuadraticSpline(num_bins=4, range=2.0), ("eager",)),
+    (bijectors.LogisticMixtureCDF(num_components=2), ("eager",))],
+    ids=["affine", "additive", "spline", "logistic_mixture"])
+def test_autoregressive_flow_passes_the_test_kit(transformer, modes):
+    flow = ar_flow("nanoflow", ["concat", "bias", "gate"], num_steps=2,
+                   transformer=transformer, dtype="float64")
+    perturb(flow, seed=8, scale=0.3, trainable_only=True)
+    # XLA compiles the sampling loop with the step terms computed ahead of it.
+    check_bijector(flow.bijector, VECTOR[:3].astype("float64"), modes=modes)
+
+
+def test_autoregressive_sampling_round_trips():
+    flow = perturb(ar_flow("nanoflow", ["bias", "gate"]), seed=9, scale=0.3,
+                   trainable_only=True)
+    z = flow.inverse(VECTOR)
+    assert not np.allclose(z, VECTOR, atol=1e-2)
+    np.testing.assert_allclose(flow.forward(tf.identity(z)), VECTOR, atol=1e-5)
+    samples = flow.sample(6, seed=1)
+    assert samples.shape == (6, 4) and np.all(np.isfinite(samples.numpy()))
+    np.testing.assert_allclose(flow.inverse(flow.forward(tf.identity(z))), z, atol=1e-5)
+
+
+def test_sampling_computes_the_step_inputs_once_per_call():
+    flow = perturb(ar_flow("nanoflow", ["concat", "gate"], num_steps=2), seed=10, scale=0.3,
+                   trainable_only=True)
+    calls = []
+    for conditioner in flow.conditioners:
+        original = conditioner.step_inputs
+        conditioner.step_inputs = lambda original=original: calls.append(1) or original()
+    noise = tf.constant(VECTOR)
+    x = flow.bijector.forward(noise)  # eager: the while loop runs its D = 4 passes in Python
+    assert len(calls) == 2  # once per step, not once per pass
+    calls.clear()
+    np.testing.assert_allclose(flow.bijector.inverse(tf.identity(x)), VECTOR, atol=1e-5)
+    assert len(calls) == 2
+
+
+def test_autoregressive_keras_file_round_trip(tmp_path):
+    flow = ar_flow("nanoflow", ["concat", "gate"], num_steps=2,
+                   transformer=bijectors.RationalQuadraticSpline(num_bins=3, range=2.0))
+    perturb(flow, seed=11, scale=0.2, trainable_only=True)
+    assert flow.get_config()["scheme"] == "autoregressive"
+    path = str(tmp_path / "nanoflow_maf.keras")
+    flow.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config() == flow.get_config()
+    assert len(loaded.trainable_weights) == len(flow.trainable_weights)
+    assert [c.trunk for c in loaded.conditioners] == [loaded.trunks[0]] * 2
+    np.testing.assert_allclose(loaded.log_prob(VECTOR), flow.log_prob(VECTOR), rtol=1e-5)
+    z = tf.constant(np.random.default_rng(2).normal(size=[3, 4]).astype("float32"))
+    np.testing.assert_allclose(loaded.forward(z), flow.forward(z), rtol=1e-5, atol=1e-6)
+
+
+def test_made_layer_configs_round_trip():
+    conditioner = _made_conditioner(("concat", "bias"), "random")
+    rebuilt = nets.SharedTrunkConditioner.from_config(conditioner.get_config())
+    assert rebuilt.get_config() == conditioner.get_config()
+    assert (rebuilt.event_size, rebuilt.params_per_dim) == (4, 3)
+    np.testing.assert_array_equal(rebuilt.trunk.input_order, conditioner.trunk.input_order)
+    rebuilt(VECTOR)
+    rebuilt.set_weights(conditioner.get_weights())
+    np.testing.assert_allclose(rebuilt(VECTOR), conditioner(VECTOR), rtol=1e-6)
+    for layer in (nets.MADETrunk(3, [5], ordering=[2, 3, 1], hidden_degrees="random"),
+                  nets.MaskedStepProjection(2, [2, 3, 1], [1, 2, 1])):
+        assert type(layer).from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_invalid_made_layer_arguments():
+    trunk = nets.MADETrunk(3, [4])
+    masked = nets.MaskedStepProjection(2, trunk.input_order, trunk.feature_degrees)
+    with pytest.raises(ValueError, match=r"a MADETrunk needs a MaskedStepProjection"):
+        nets.SharedTrunkConditioner(trunk, nets.StepProjection(6))
+    with pytest.raises(ValueError, match=r"a MADETrunk needs a MaskedStepProjection"):
+        nets.SharedTrunkConditioner(nets.MLPTrunk([4]), masked)
+    with pytest.raises(ValueError, match=r"is masked for input_order \[3, 2, 1\]"):
+        nets.SharedTrunkConditioner(
+            trunk, nets.MaskedStepProjection(2, [3, 2, 1], trunk.feature_degrees))
+    plain = nets.SharedTrunkConditioner(nets.MLPTrunk([4]), nets.StepProjection(2))
+    assert not hasattr(plain, "event_size") and not hasattr(plain, "params_per_dim")
+    conditioner = nets.SharedTrunkConditioner(trunk, masked)
+    with pytest.raises(RuntimeError, match=r"call it once before precompute"):
+        conditioner.precompute()
+    with pytest.raises(ValueError, match=r"expects inputs \[\.\.\., 3\], got shape \[2, 4\]"):
+        conditioner(np.zeros([2, 4], "float32"))
+    with pytest.raises(ValueError, match=r"needs a MADE with params_per_dim=8"):
+        bijectors.MaskedAutoregressiveFlow(
+            conditioner, [3], transformer=bijectors.RationalQuadraticSpline(num_bins=3))
+    with pytest.raises(ValueError, match=r"made has event_size 3 but event_shape is \[4\]"):
+        bijectors.MaskedAutoregressiveFlow(conditioner, [4])
+    for kwargs, error, match in [
+            (dict(ordering="up"), ValueError, r"ordering must be one of"),
+            (dict(ordering=[1, 1, 2]), ValueError, r"permutation of 1..3"),
+            (dict(hidden_degrees="left"), ValueError, r"hidden_degrees must be one of"),
+            (dict(event_size=0), ValueError, r"event_size must be a positive int, got 0"),
+            (dict(seed="0"), TypeError, r"seed must be an int")]:
+        with pytest.raises(error, match=match):
+            nets.MADETrunk(**{"event_size": 3, "hidden_units": [4], **kwargs})
+    for args, error, match in [
+            ((2, [1, 3], [1]), ValueError, r"input_order must be a permutation of 1..2"),
+            ((2, "left-to-right", [1]), TypeError, r"input_order must be a list of ints"),
+            ((2, [1, 2], [1, 2]), ValueError, r"feature_degrees must lie in 0..1"),
+            ((2, [1, 2], []), ValueError, r"feature_degrees must not be empty"),
+            ((0, [1, 2], [1]), ValueError, r"params_per_dim must be a positive int")]:
+        with pytest.raises(error, match=match):
+            nets.MaskedStepProjection(*args)
+    with pytest.raises(ValueError, match=r"reads 1 features, got shape \[2, 3\]"):
+        nets.MaskedStepProjection(2, [1, 2], [1])(np.zeros([2, 3], "float32"))
+
+
 # -- arguments ---------------------------------------------------------------------------------
 
 
@@ -382,6 +576,10 @@ def test_saved_model_keeps_one_set_of_trunk_weights(tmp_path):
     (dict(transformer=3), TypeError, r"transformer must be"),
     (dict(lu="yes"), TypeError, r"lu must be a bool"),
     (dict(context_size=2), ValueError, r"no conditional form"),
+    (dict(scheme="autoregressive"), ValueError,
+     r"scheme='autoregressive' models vectors \(event_shape \[D\]\), got event_shape "
+     r"\[8, 8, 1\]"),
+    (dict(scheme="masked"), ValueError, r"scheme must be one of 'coupling', 'autoregressive'"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     event_shape = kwargs.pop("event_shape", [8, 8, 1])

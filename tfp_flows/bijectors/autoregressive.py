@@ -88,6 +88,10 @@ class MaskedAutoregressiveFlow(FlowBijector):
         made: a Keras layer mapping `[..., D]` (and `context=` `[..., context_size]` when
             `conditional`) to `[..., D, params_per_dim]` with the autoregressive property,
             typically `tfp_flows.nets.MADE(D, transformer.num_params, hidden_units)`.
+            A layer with a `precompute()` method (`tfp_flows.nets.SharedTrunkConditioner`,
+            whose data-independent inputs are those of its flow step) is asked once per
+            sampling call for a function computing the same as the layer (with the same
+            `context=` keyword), which the `D` passes then call.
         event_shape: `[D]`.
         transformer: a `tff.bijectors.Transformer`, or `"affine"` or `"spline"` for the
             ones the next three arguments describe.
@@ -154,9 +158,11 @@ class MaskedAutoregressiveFlow(FlowBijector):
 
     # -- the shared pieces -------------------------------------------------------------------
 
-    def _params(self, x, context):
-        """MADE parameters `[N, D, P]` of `x` `[N, D]`, in the data dtype."""
-        params = self.made(x) if context is None else self.made(x, context=context)
+    def _params(self, x, context, made=None):
+        """MADE parameters `[N, D, P]` of `x` `[N, D]` (by `made`, else `self.made`), in the
+        data dtype."""
+        made = self.made if made is None else made
+        params = made(x) if context is None else made(x, context=context)
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
         return tf.cast(params, x.dtype)
 
@@ -191,10 +197,14 @@ class MaskedAutoregressiveFlow(FlowBijector):
         if not self.made.built:
             # Weights must exist before the loop: variables cannot be created in its body.
             self._params(noise, context)
+        # What the made computes without reading x (a shared trunk's step embedding terms)
+        # is computed once here, not in each of the D passes.
+        made = self.made.precompute() if hasattr(self.made, "precompute") else self.made
 
         def body(step, x, log_det):
             del log_det  # only the last pass's log-det, at exact parameters, is kept
-            x, log_det = self._elementwise(noise, self._params(x, context), inverse=False)
+            x, log_det = self._elementwise(noise, self._params(x, context, made),
+                                           inverse=False)
             return step + 1, x, log_det
 
         _, x, log_det = tf.while_loop(

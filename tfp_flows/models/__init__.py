@@ -7,7 +7,7 @@ from tfp_flows.models.flow import Flow
 from tfp_flows.models.flowpp import FlowPlusPlus
 from tfp_flows.models.glow import Glow
 from tfp_flows.models.multiscale import CREATION_ORDERS, multiscale_bijector
-from tfp_flows.models.nanoflow import SHARINGS, NanoFlow
+from tfp_flows.models.nanoflow import SCHEMES, SHARINGS, NanoFlow
 from tfp_flows.models.registry import (
     DATA_KINDS,
     FAMILIES,
@@ -19,7 +19,8 @@ from tfp_flows.models.registry import (
 )
 from tfp_flows.models.waveflow import NanoWaveFlow
 
-__all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SETTINGS",
-           "SHARINGS", "DenseFlow", "Family", "Flow", "FlowPlusPlus", "Glow", "NanoFlow",
-           "NanoWaveFlow", "RealNVP", "get_family", "multiscale_bijector", "register_family",
+__all__ = ["CREATION_ORDERS", "DATA_KINDS", "FAMILIES", "IAF", "MAF", "NICE", "SCHEMES",
+           "SETTINGS", "SHARINGS", "DenseFlow", "Family", "Flow", "FlowPlusPlus", "Glow",
+           "NanoFlow", "NanoWaveFlow", "RealNVP", "get_family", "multiscale_bijector",
+           "register_family",
            "temporary_family"]

@@ -41,7 +41,9 @@ class SharedTrunkSteps:
         return tuple(self.embedding_channels if kind in self.embedding_kinds else None
                      for kind in ("concat", "bias"))
 
-    def _projection(self, output_channels, name):
+    def _projection(self, output_channels, trunk, name):
+        """A zero-initialised projection from `trunk`'s features to `output_channels`."""
+        del trunk  # a builder whose projections depend on the trunk overrides this
         projection = nets.StepProjection(output_channels, dtype=self.dtype_policy, name=name)
         self.projections.append(projection)
         return projection
@@ -50,15 +52,16 @@ class SharedTrunkSteps:
         """The `num_steps` conditioners of one stack of steps, named `{prefix}step_{k}_...`,
         sharing trunks and projections as `sharing` says."""
         trunk = None if self.sharing == "none" else self._trunk(f"{prefix}trunk")
-        projection = (self._projection(output_channels, f"{prefix}projection")
+        projection = (self._projection(output_channels, trunk, f"{prefix}projection")
                       if self.sharing == "naive" else None)
         conditioners = []
         for k in range(self.num_steps):
             name = f"{prefix}step_{k}"
+            step_trunk = trunk if trunk is not None else self._trunk(f"{name}_trunk")
             conditioner = nets.SharedTrunkConditioner(
-                trunk if trunk is not None else self._trunk(f"{name}_trunk"),
+                step_trunk,
                 projection if projection is not None
-                else self._projection(output_channels, f"{name}_projection"),
+                else self._projection(output_channels, step_trunk, f"{name}_projection"),
                 embedding=self.embedding_kinds or None, dtype=self.dtype_policy,
                 name=f"{name}_conditioner")
             self.conditioners.append(conditioner)

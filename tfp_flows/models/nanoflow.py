@@ -1,4 +1,5 @@
-"""The NanoFlow builder: Glow-style steps whose couplings share one density estimator."""
+"""The NanoFlow builder: Glow-style steps whose couplings (or, on vectors, masked
+autoregressive transforms) share one density estimator."""
 
 import keras
 
@@ -8,7 +9,11 @@ from tfp_flows.models.flow import Flow
 from tfp_flows.models.multiscale import multiscale_bijector
 from tfp_flows.nets._validation import check_units
 
-__all__ = ["SHARINGS", "NanoFlow"]
+__all__ = ["SCHEMES", "SHARINGS", "NanoFlow"]
+
+# Which entries of a step condition which: a coupling's kept half, or (vectors only) the
+# dimensions before each one in a MADE order.
+SCHEMES = ("coupling", "autoregressive")
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -40,6 +45,17 @@ class NanoFlow(SharedTrunkSteps, Flow):
     embedding), a level's conditioners hold `K T + K p` parameters with `sharing="none"`
     and `T + K p` otherwise (`T + p` with `"naive"`), so long flows are cheap.
 
+    On vectors, `scheme="autoregressive"` makes each step ActNorm, the invertible linear
+    map and a masked autoregressive transform (`tff.bijectors.MaskedAutoregressiveFlow`,
+    MAF): `y_i = tau^{-1}(x_i; theta_{k,i}(x_{<i}))` in the density direction, with
+    `theta_k(x) = P_k(g(x; e_k))` where `g` is one shared `nets.MADETrunk` (masked hidden
+    layers) and `P_k` the step's zero-initialised `nets.MaskedStepProjection`, so the
+    parameters of dimension `i` read only the dimensions before it. Every step uses the
+    trunk's left-to-right order; the learned linear maps between them (random rotations
+    at initialisation) change which directions come first. The density takes one trunk
+    pass per step, sampling `D` passes per step, with the step's embedding terms computed
+    once per sampling call.
+
     Images follow Glow's multi-scale structure (`multiscale_bijector`): `num_levels`
     levels of squeeze, `num_steps` steps, a learned split prior (an affine coupling with a
     zero-initialised 3x3 convolution, the original's `Split2d`) and a factor-out of half
@@ -57,7 +73,7 @@ class NanoFlow(SharedTrunkSteps, Flow):
         num_steps: steps `K` per level.
         hidden_channels: width of the conv trunks (images).
         num_blocks: residual blocks of the conv trunks (images).
-        hidden_units: hidden widths of the MLP trunk (vectors).
+        hidden_units: hidden widths of the MLP (or MADE) trunk (vectors).
         sharing: `"none"`, `"naive"`, `"decomposed"` or `"nanoflow"`.
         embedding: with `sharing="nanoflow"`, `"concat"` (the default), `"bias"`,
             `"gate"` or a list of them; must stay `None` with the other variants.
@@ -71,12 +87,15 @@ class NanoFlow(SharedTrunkSteps, Flow):
             models continuous data as given).
         logit_alpha: with `num_bins`, model the logit of the data scaled to `[0, 1)`.
         seed: seed of the 1x1 convolutions' random orthogonal initialisation.
+        scheme: `"coupling"` (Glow's affine-coupling layout, any data) or
+            `"autoregressive"` (MAF steps over a shared MADE trunk, vectors only).
         **kwargs: `name`, `dtype` (and `dequantization`) of `Flow`.
 
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: a bad event shape or an argument out of range, an `embedding` with a
-            `sharing` other than `"nanoflow"`, or a `context_size` (no conditional form).
+            `sharing` other than `"nanoflow"`, `scheme="autoregressive"` on images, or a
+            `context_size` (no conditional form).
 
     Example:
         >>> flow = NanoFlow([8, 8, 1], num_levels=2, num_steps=4, hidden_channels=8)
@@ -84,12 +103,15 @@ class NanoFlow(SharedTrunkSteps, Flow):
         TensorShape([2, 8, 8, 1])
         >>> len(flow.trunks)  # one shared trunk per level
         2
+        >>> maf = NanoFlow([3], num_steps=4, hidden_units=[16], scheme="autoregressive")
+        >>> type(maf.trunks[0]).__name__, len(maf.trunks)
+        ('MADETrunk', 1)
     """
 
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=32,
                  num_blocks=1, hidden_units=(64, 64), sharing="nanoflow", embedding=None,
                  embedding_channels=8, transformer="affine", lu=True, split_prior=True,
-                 num_bins=None, logit_alpha=None, seed=0, **kwargs):
+                 num_bins=None, logit_alpha=None, seed=0, scheme="coupling", **kwargs):
         super().__init__(event_shape, **kwargs)
         if self.context_size is not None:
             raise ValueError(f"NanoFlow has no conditional form; got context_size="
@@ -108,7 +130,12 @@ class NanoFlow(SharedTrunkSteps, Flow):
         self.lu = _validation.check_bool("lu", lu)
         self.split_prior = _validation.check_bool("split_prior", split_prior)
         self.seed = _validation.check_int("seed", seed)
+        self.scheme = _validation.check_choice("scheme", scheme, SCHEMES)
         self.is_image = len(self.event_shape) == 3
+        if self.is_image and self.scheme == "autoregressive":
+            raise ValueError(f"scheme='autoregressive' models vectors (event_shape [D]), got "
+                             f"event_shape {self.event_shape}; images take "
+                             f"scheme='coupling'")
         if self.is_image:
             size = 2 ** self.num_levels
             if self.event_shape[0] % size or self.event_shape[1] % size:
@@ -135,31 +162,52 @@ class NanoFlow(SharedTrunkSteps, Flow):
         if self.is_image:
             trunk = nets.ConvTrunk(self.hidden_channels, self.num_blocks, concat_channels=concat,
                                    bias_channels=bias, dtype=self.dtype_policy, name=name)
+        elif self.scheme == "autoregressive":
+            trunk = nets.MADETrunk(self.event_shape[0], self.hidden_units,
+                                   concat_channels=concat, bias_channels=bias,
+                                   dtype=self.dtype_policy, name=name)
         else:
             trunk = nets.MLPTrunk(self.hidden_units, concat_channels=concat, bias_channels=bias,
                                   dtype=self.dtype_policy, name=name)
         self.trunks.append(trunk)
         return trunk
 
+    def _projection(self, output_channels, trunk, name):
+        """A zero-initialised projection from `trunk`'s features: masked by its degrees for a
+        MADE trunk (`output_channels` is then the parameters per dimension)."""
+        if self.scheme != "autoregressive":
+            return super()._projection(output_channels, trunk, name)
+        projection = nets.MaskedStepProjection(output_channels, trunk.input_order,
+                                               trunk.feature_degrees,
+                                               dtype=self.dtype_policy, name=name)
+        self.projections.append(projection)
+        return projection
+
     def _level_steps(self, shape, level):
         """The `num_steps` steps on `shape` (of `level`, `None` for vectors), data -> noise."""
         prefix = "" if level is None else f"level_{level}_"
-        output = bijectors.Coupling.conditioner_output_size(shape, self._transformer)
+        output = (self._transformer.num_params if self.scheme == "autoregressive"
+                  else bijectors.Coupling.conditioner_output_size(shape, self._transformer))
         conditioners = self._step_conditioners(output, prefix)
         return [bijector for k, conditioner in enumerate(conditioners)
                 for bijector in self._step(shape, f"{prefix}step_{k}", conditioner)]
 
     def _step(self, shape, name, conditioner):
-        """ActNorm, 1x1 convolution and coupling, in data -> noise order."""
+        """ActNorm, 1x1 convolution and coupling (or MAF), in data -> noise order."""
         actnorm = nets.ActNormParams(shape[-1], dtype=self.dtype_policy, name=f"{name}_actnorm")
         kernel = nets.Conv1x1Kernel(shape[-1], lu=self.lu, seed=self.seed + len(self.kernels),
                                     dtype=self.dtype_policy, name=f"{name}_conv1x1")
         self.actnorms.append(actnorm)
         self.kernels.append(kernel)
+        if self.scheme == "autoregressive":
+            transform = bijectors.MaskedAutoregressiveFlow(
+                conditioner, shape, transformer=self._transformer,
+                name=f"{name}_autoregressive")
+        else:
+            transform = bijectors.Coupling(conditioner, shape, self._transformer, mask="half",
+                                           parity=0, name=f"{name}_coupling")
         return [bijectors.ActNorm(actnorm, shape, name=f"{name}_actnorm"),
-                bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"),
-                bijectors.Coupling(conditioner, shape, self._transformer, mask="half",
-                                   parity=0, name=f"{name}_coupling")]
+                bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"), transform]
 
     def _split_prior(self, shape, level):
         """The learned prior of the half `level` factors out: `Split2d`'s zero 3x3 conv."""
@@ -188,4 +236,5 @@ class NanoFlow(SharedTrunkSteps, Flow):
             "num_bins": self.num_bins,
             "logit_alpha": self.logit_alpha,
             "seed": self.seed,
+            "scheme": self.scheme,
         }

@@ -10,6 +10,8 @@ from tfp_flows.nets.mlp import MLP, ResidualMLP
 from tfp_flows.nets.nanoflow import (
     EMBEDDINGS,
     ConvTrunk,
+    MADETrunk,
+    MaskedStepProjection,
     MLPTrunk,
     SharedTrunkConditioner,
     StepProjection,
@@ -20,6 +22,6 @@ from tfp_flows.nets.waveflow import CausalConvTrunk
 
 __all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "CausalConvTrunk",
            "Conv1x1Kernel", "ConvResNet", "ConvTrunk", "CrossUnitParams", "DenseAttentionNet",
-           "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "MLPTrunk",
-           "NystromAttention", "ResidualMLP", "SharedTrunkConditioner", "StepProjection",
-           "embedding_kinds"]
+           "GatedConvAttentionNet", "GatedConvContextNet", "LogScale", "MADETrunk",
+           "MLPTrunk", "MaskedStepProjection", "NystromAttention", "ResidualMLP",
+           "SharedTrunkConditioner", "StepProjection", "embedding_kinds"]

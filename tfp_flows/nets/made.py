@@ -40,6 +40,37 @@ def _hidden_degrees(units, event_size, previous, method, rng):
     return rng.integers(low, top + 1, size=units)
 
 
+def _check_hidden_degrees(hidden_degrees):
+    if hidden_degrees not in _HIDDEN_DEGREES:
+        raise ValueError(f"hidden_degrees must be one of {_HIDDEN_DEGREES}, got "
+                         f"{hidden_degrees!r}")
+    return hidden_degrees
+
+
+def _layer_degrees(event_size, widths, ordering, hidden_degrees, seed):
+    """Degrees of the inputs (their positions `1..D` in `ordering`), then of each hidden
+    layer of `widths`: `[input_order, hidden_0, hidden_1, ...]`."""
+    degrees = [_input_degrees(event_size, ordering, seed)]
+    rng = np.random.default_rng(seed + 1)
+    for units in widths:
+        degrees.append(_hidden_degrees(units, event_size, degrees[-1], hidden_degrees, rng))
+    return degrees
+
+
+def _hidden_masks(degrees):
+    """Masks of the layers between consecutive `degrees`: a unit sees degrees <= its own."""
+    return [lower[:, None] <= upper[None, :]
+            for lower, upper in zip(degrees[:-1], degrees[1:], strict=True)]
+
+
+def _output_mask(hidden_degrees, input_order, params_per_dim):
+    """Mask of an output layer `[H, D * params_per_dim]` from hidden units of degrees
+    `hidden_degrees`: output `(i, p)` is column `i * params_per_dim + p` and sees the
+    hidden units of degree `< d(i)`."""
+    output_degrees = np.repeat(np.asarray(input_order), params_per_dim)
+    return np.asarray(hidden_degrees)[:, None] < output_degrees[None, :]
+
+
 class _MaskedDense(keras.layers.Layer):
     """`x @ (kernel * mask) + bias` with a constant 0/1 mask (not a weight)."""
 
@@ -118,14 +149,11 @@ class MADE(keras.layers.Layer):
         if num_blocks and len(self.hidden_units) != 1:
             raise ValueError(f"a residual MADE (num_blocks > 0) has one hidden width, got "
                              f"hidden_units={self.hidden_units}")
-        if hidden_degrees not in _HIDDEN_DEGREES:
-            raise ValueError(f"hidden_degrees must be one of {_HIDDEN_DEGREES}, got "
-                             f"{hidden_degrees!r}")
+        _check_hidden_degrees(hidden_degrees)
         if context_size is not None:
             check_positive_int("context_size", context_size)
         check_int("seed", seed)
         self.ordering = ordering if isinstance(ordering, str) else [int(d) for d in ordering]
-        self.input_order = _input_degrees(event_size, ordering, seed)
         self.hidden_degrees = hidden_degrees
         self.num_blocks = num_blocks
         self.context_size = context_size
@@ -133,25 +161,21 @@ class MADE(keras.layers.Layer):
         self.zero_init = bool(zero_init)
         self.seed = seed
 
-        rng = np.random.default_rng(seed + 1)
-        degrees = [self.input_order]
         widths = self.hidden_units if not num_blocks else self.hidden_units[:1]
-        for units in widths:
-            degrees.append(_hidden_degrees(units, event_size, degrees[-1], hidden_degrees, rng))
+        degrees = _layer_degrees(event_size, widths, ordering, hidden_degrees, seed)
+        self.input_order = degrees[0]
         policy = self.dtype_policy
-        self.hidden_layers = [
-            _MaskedDense(lower[:, None] <= upper[None, :], dtype=policy, name=f"hidden_{i}")
-            for i, (lower, upper) in enumerate(zip(degrees[:-1], degrees[1:], strict=True))]
+        self.hidden_layers = [_MaskedDense(mask, dtype=policy, name=f"hidden_{i}")
+                              for i, mask in enumerate(_hidden_masks(degrees))]
         stream = degrees[-1]
-        same = stream[:, None] <= stream[None, :]
+        (same,) = _hidden_masks([stream, stream])
         self.block_layers = [
             [_MaskedDense(same, dtype=policy, name=f"block_{i}_0"),
              _MaskedDense(same, dtype=policy, name=f"block_{i}_1")]
             for i in range(num_blocks)]
-        # Output (i, p) is column i * params_per_dim + p; it sees degrees < d(i).
-        output_degrees = np.repeat(self.input_order, self.params_per_dim)
-        self.output_layer = _MaskedDense(stream[:, None] < output_degrees[None, :],
-                                         zero_init=self.zero_init, dtype=policy, name="output")
+        self.output_layer = _MaskedDense(
+            _output_mask(stream, self.input_order, self.params_per_dim),
+            zero_init=self.zero_init, dtype=policy, name="output")
         self.context_layers = []
         if context_size is not None:
             # Into the first hidden layer, and straight to the output: the first dimension

@@ -2,13 +2,21 @@
 flow indication embeddings."""
 
 import keras
+import numpy as np
 from keras import ops
 
-from tfp_flows._validation import check_bool, check_choice, check_positive_int
+from tfp_flows._validation import check_bool, check_choice, check_int, check_positive_int
 from tfp_flows.nets._validation import check_units
+from tfp_flows.nets.made import (
+    _check_hidden_degrees,
+    _hidden_masks,
+    _layer_degrees,
+    _MaskedDense,
+    _output_mask,
+)
 
-__all__ = ["EMBEDDINGS", "ConvTrunk", "MLPTrunk", "SharedTrunkConditioner", "StepProjection",
-           "embedding_kinds"]
+__all__ = ["EMBEDDINGS", "ConvTrunk", "MADETrunk", "MLPTrunk", "MaskedStepProjection",
+           "SharedTrunkConditioner", "StepProjection", "embedding_kinds"]
 
 # How a step's flow indication embedding enters the shared trunk.
 EMBEDDINGS = ("concat", "bias", "gate")
@@ -106,15 +114,25 @@ class _Trunk(keras.layers.Layer):
         Returns:
             `[B, ..., hidden]` features.
         """
+        return self._apply(inputs, self._step_terms(embedding, bias_embedding, gates))
+
+    def _step_terms(self, embedding=None, bias_embedding=None, gates=None):
+        """What a step adds to the trunk, `(concat, biases, gates)`: none of it depends on
+        the data, so it is computed without a batch axis and broadcast (the same as
+        concatenating the embedding to every input), and a caller making many passes of
+        one step (autoregressive sampling) computes it once for all of them."""
         self._check_embeddings(embedding, bias_embedding, gates)
         dtype = self.compute_dtype
-        # The embedding terms do not depend on the data: computed once per call, without a
-        # batch axis, and broadcast (the same as concatenating the embedding to every input).
         concat = None if embedding is None else self.concat_layer(
             ops.cast(embedding, dtype)[None])
         biases = None if bias_embedding is None else self.bias_projection(
             ops.cast(bias_embedding, dtype)[None])[0]
         gates = None if gates is None else ops.cast(gates, dtype)
+        return concat, biases, gates
+
+    def _apply(self, inputs, terms):
+        """The trunk's features of `inputs` with a step's `_step_terms`."""
+        concat, biases, gates = terms
         offsets = [0]
         for units in self.modulated_units:
             offsets.append(offsets[-1] + units)
@@ -228,6 +246,17 @@ class ConvTrunk(_Trunk):
                 "num_blocks": self.num_blocks}
 
 
+def _dense_features(hidden_layers, inputs, concat, modulate):
+    """`h_i = relu(modulate_i(layer_i(h_{i-1}) [+ concat if i = 0]))`, the last `h`."""
+    hidden = inputs
+    for i, layer in enumerate(hidden_layers):
+        hidden = layer(hidden)
+        if i == 0 and concat is not None:
+            hidden = hidden + concat
+        hidden = ops.relu(modulate(i, hidden))
+    return hidden
+
+
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class MLPTrunk(_Trunk):
     """NanoFlow's shared dense trunk: `[B, D_in]` -> `[B, hidden_units[-1]]`.
@@ -278,13 +307,7 @@ class MLPTrunk(_Trunk):
         self._build_embedding_layers((1, self.concat_channels))
 
     def _features(self, inputs, concat, modulate):
-        hidden = inputs
-        for i, layer in enumerate(self.hidden_layers):
-            hidden = layer(hidden)
-            if i == 0 and concat is not None:
-                hidden = hidden + concat
-            hidden = ops.relu(modulate(i, hidden))
-        return hidden
+        return _dense_features(self.hidden_layers, inputs, concat, modulate)
 
     def compute_output_shape(self, inputs_shape, embedding_shape=None,
                              bias_embedding_shape=None, gates_shape=None):
@@ -292,6 +315,99 @@ class MLPTrunk(_Trunk):
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": self.hidden_units}
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MADETrunk(_Trunk):
+    """NanoFlow's shared autoregressive trunk: `[B, D]` -> `[B, hidden_units[-1]]` masked
+    features.
+
+    The hidden part of a `MADE` (its masked hidden layers with ReLUs, without its output
+    layer): input `j` has the degree `d(j)`, its position `1..D` in `ordering`, each hidden
+    unit a degree `m` in `1..D-1`, and a unit sees the units of the layer below of degree
+    `<= m`. A `MaskedStepProjection` built from `input_order` and `feature_degrees` then
+    gives the parameters of dimension `i` from the features of degree `< d(i)` only, so
+    every step's conditioner has the autoregressive property MAF needs.
+
+    A step's embedding enters as in `MLPTrunk`, and none of the three ways reads the data,
+    so none breaks the property: `"concat"` adds `W_e e_k` (unmasked: every hidden unit of
+    the first layer may see the embedding) to the first pre-activation, `"bias"` adds
+    `B_i e_k` to the pre-activation of every hidden layer `i`, and `"gate"` multiplies
+    every hidden unit by its own gate:
+    `h_i = relu((M_i(h_{i-1}) + b_{k,i}) g_{k,i})`, `M_i` the masked dense map.
+
+    References: Lee, Kim, Yoon, "NanoFlow: Scalable Normalizing Flows with Sublinear
+    Parameter Complexity", arXiv:2006.06280; Germain, Gregor, Murray, Larochelle, "MADE:
+    Masked Autoencoder for Distribution Estimation", arXiv:1502.03509.
+
+    Args:
+        event_size: number of dimensions `D`.
+        hidden_units: widths of the hidden layers.
+        concat_channels: size of a concatenated embedding vector, or `None`.
+        bias_channels: size of a bias embedding vector, or `None`.
+        ordering: `"left-to-right"`, `"right-to-left"`, `"random"` (drawn with `seed`), or
+            a permutation of `1..D` giving each input's position in the order (as `MADE`).
+        hidden_degrees: `"equal"` (degrees cycle through `1..D-1`) or `"random"` (drawn
+            with `seed`).
+        seed: seed of random orderings and degrees (the same draws as `MADE`'s).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+        >>> import numpy as np
+        >>> trunk = MADETrunk(3, [8, 4])
+        >>> trunk(np.zeros([5, 3], "float32")).shape
+        TensorShape([5, 4])
+        >>> trunk.input_order.tolist(), trunk.feature_degrees.tolist()
+        ([1, 2, 3], [1, 2, 1, 2])
+    """
+
+    def __init__(self, event_size, hidden_units, concat_channels=None, bias_channels=None,
+                 ordering="left-to-right", hidden_degrees="equal", seed=0, **kwargs):
+        super().__init__(concat_channels, bias_channels, **kwargs)
+        self.event_size = check_positive_int("event_size", event_size)
+        self.hidden_units = check_units("hidden_units", hidden_units)
+        self.hidden_degrees = _check_hidden_degrees(hidden_degrees)
+        self.seed = check_int("seed", seed)
+        degrees = _layer_degrees(self.event_size, self.hidden_units, ordering,
+                                 hidden_degrees, seed)
+        self.ordering = ordering if isinstance(ordering, str) else degrees[0].tolist()
+        self.input_order = degrees[0]
+        self.feature_degrees = degrees[-1]
+        policy = self.dtype_policy
+        self.hidden_layers = [_MaskedDense(mask, dtype=policy, name=f"hidden_{i}")
+                              for i, mask in enumerate(_hidden_masks(degrees))]
+        if self.concat_channels:
+            self.concat_layer = keras.layers.Dense(self.hidden_units[0], use_bias=False,
+                                                   dtype=policy, name="concat")
+        if self.bias_channels:
+            self.bias_projection = self._bias_layer()
+
+    @property
+    def modulated_units(self):
+        return list(self.hidden_units)
+
+    def build(self, inputs_shape, embedding_shape=None, bias_embedding_shape=None,
+              gates_shape=None):
+        shape = tuple(inputs_shape)
+        if shape[-1] != self.event_size:
+            raise ValueError(f"{self.name} expects inputs [..., {self.event_size}], got shape "
+                             f"{list(shape)}")
+        for layer, units in zip(self.hidden_layers, self.hidden_units, strict=True):
+            layer.build(shape)
+            shape = (*shape[:-1], units)
+        self._build_embedding_layers((1, self.concat_channels))
+
+    def _features(self, inputs, concat, modulate):
+        return _dense_features(self.hidden_layers, inputs, concat, modulate)
+
+    def compute_output_shape(self, inputs_shape, embedding_shape=None,
+                             bias_embedding_shape=None, gates_shape=None):
+        return (*inputs_shape[:-1], self.hidden_units[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "event_size": self.event_size,
+                "hidden_units": self.hidden_units, "ordering": self.ordering,
+                "hidden_degrees": self.hidden_degrees, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -353,6 +469,102 @@ class StepProjection(keras.layers.Layer):
                 "kernel_size": self.kernel_size, "zero_init": self.zero_init}
 
 
+def _int_list(name, value):
+    if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer):
+        value = value.tolist()
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{name} must be a list of ints, got {value!r}")
+    if not value:
+        raise ValueError(f"{name} must not be empty, got {value!r}")
+    return [int(v) for v in value]
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MaskedStepProjection(_MaskedDense):
+    """A step's masked projection of `MADETrunk` features to `[..., D, params_per_dim]`.
+
+    MADE's output layer as a step's own part: output `(i, p)` is
+    `sum_u W[u, (i, p)] h_u + c_{i, p}` over the hidden units `u` of degree `< d(i)`, with
+    `d(i)` input `i`'s position in the order, so the parameters of dimension `i` depend on
+    the inputs before `i` only. The mask comes from the trunk (`trunk.input_order`,
+    `trunk.feature_degrees`) and is a constant, not a weight. Zero-initialised by default,
+    so the autoregressive step it feeds starts as the identity.
+
+    Args:
+        params_per_dim: parameters per dimension `P` (the transformer's `num_params`).
+        input_order: each input's position `1..D` in the order (`MADETrunk.input_order`).
+        feature_degrees: the degrees of the features it reads
+            (`MADETrunk.feature_degrees`), each in `0..D-1`.
+        zero_init: zero-initialise the kernel and bias (else Glorot-uniform kernel).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Example:
+        >>> import numpy as np
+        >>> trunk = MADETrunk(3, [8])
+        >>> projection = MaskedStepProjection(2, trunk.input_order, trunk.feature_degrees)
+        >>> projection(trunk(np.ones([4, 3], "float32"))).shape
+        TensorShape([4, 3, 2])
+    """
+
+    def __init__(self, params_per_dim, input_order, feature_degrees, zero_init=True,
+                 **kwargs):
+        params_per_dim = check_positive_int("params_per_dim", params_per_dim)
+        order = _int_list("input_order", input_order)
+        if sorted(order) != list(range(1, len(order) + 1)):
+            raise ValueError(f"input_order must be a permutation of 1..{len(order)} (the "
+                             f"position of each input in the order), got {input_order!r}")
+        degrees = _int_list("feature_degrees", feature_degrees)
+        if not all(0 <= degree < len(order) for degree in degrees):
+            raise ValueError(f"feature_degrees must lie in 0..{len(order) - 1} for "
+                             f"{len(order)} inputs, got {feature_degrees!r}")
+        zero_init = check_bool("zero_init", zero_init)
+        super().__init__(_output_mask(degrees, order, params_per_dim), zero_init=zero_init,
+                         **kwargs)
+        self.params_per_dim = params_per_dim
+        self.event_size = len(order)
+        self.input_order = np.asarray(order)
+        self.feature_degrees = np.asarray(degrees)
+
+    def build(self, inputs_shape):
+        if inputs_shape[-1] != len(self.feature_degrees):
+            raise ValueError(f"{self.name} reads {len(self.feature_degrees)} features, got "
+                             f"shape {list(inputs_shape)}")
+        super().build(inputs_shape)
+
+    def call(self, inputs):
+        params = super().call(inputs)
+        return ops.reshape(params, (*ops.shape(inputs)[:-1], self.event_size,
+                                    self.params_per_dim))
+
+    def compute_output_shape(self, inputs_shape):
+        return (*inputs_shape[:-1], self.event_size, self.params_per_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "params_per_dim": self.params_per_dim,
+                "input_order": self.input_order.tolist(),
+                "feature_degrees": self.feature_degrees.tolist(), "zero_init": self.zero_init}
+
+
+def _check_masking(trunk, projection):
+    """A `MADETrunk` needs the masked projection of its own degrees, and only it takes one:
+    any other projection would let the parameters of dimension `i` read dimension `i`."""
+    masked_trunk = isinstance(trunk, MADETrunk)
+    if masked_trunk != isinstance(projection, MaskedStepProjection):
+        raise ValueError(
+            f"a MADETrunk needs a MaskedStepProjection and only a MADETrunk takes one, got "
+            f"trunk {trunk.name} ({type(trunk).__name__}) with projection {projection.name} "
+            f"({type(projection).__name__})")
+    if masked_trunk and (
+            projection.input_order.tolist() != trunk.input_order.tolist()
+            or projection.feature_degrees.tolist() != trunk.feature_degrees.tolist()):
+        raise ValueError(
+            f"projection {projection.name} is masked for input_order "
+            f"{projection.input_order.tolist()} and feature_degrees "
+            f"{projection.feature_degrees.tolist()}, but trunk {trunk.name} has "
+            f"{trunk.input_order.tolist()} and {trunk.feature_degrees.tolist()}")
+
+
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class SharedTrunkConditioner(keras.layers.Layer):
     """One flow step's conditioner: a shared trunk, this step's embedding, a projection.
@@ -372,19 +584,29 @@ class SharedTrunkConditioner(keras.layers.Layer):
     The trunk must be made for the embeddings named (`concat_channels` for `"concat"`,
     `bias_channels` for `"bias"`, and neither for kinds not named).
 
+    Over a `MADETrunk` with a `MaskedStepProjection` of the trunk's degrees, the
+    conditioner maps `[..., D]` to `[..., D, params_per_dim]` with the autoregressive
+    property: it is the `made` of a `tff.bijectors.MaskedAutoregressiveFlow`, which reads
+    its `event_size` and `params_per_dim` and, when sampling, calls `precompute()` once
+    for its `D` passes.
+
     Reference: Lee, Kim, Yoon, "NanoFlow: Scalable Normalizing Flows with Sublinear
     Parameter Complexity", arXiv:2006.06280.
 
     Args:
-        trunk: a `ConvTrunk` or `MLPTrunk`, usually shared with other conditioners.
+        trunk: a `ConvTrunk`, `MLPTrunk` or `MADETrunk`, usually shared with other
+            conditioners.
         projection: a Keras layer from the trunk's features to the step's parameters
-            (a `StepProjection`), own or shared.
+            (a `StepProjection`; a `MaskedStepProjection` of the same degrees for a
+            `MADETrunk`, and only then), own or shared.
         embedding: `None`, `"concat"`, `"bias"`, `"gate"`, or a list of distinct kinds.
         **kwargs: passed to `keras.layers.Layer`.
 
     Raises:
         TypeError: `trunk` or `projection` is not such a layer, or a bad `embedding` type.
-        ValueError: an unknown embedding kind, or one the trunk is not made for.
+        ValueError: an unknown embedding kind, or one the trunk is not made for; a
+            `MADETrunk` without a `MaskedStepProjection` of its degrees, or such a
+            projection on another trunk.
 
     Example:
         >>> import numpy as np
@@ -402,8 +624,8 @@ class SharedTrunkConditioner(keras.layers.Layer):
     def __init__(self, trunk, projection, embedding=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(trunk, _Trunk):
-            raise TypeError(f"trunk must be a tfp_flows.nets.ConvTrunk or MLPTrunk, got "
-                            f"{trunk!r} of type {type(trunk).__name__}")
+            raise TypeError(f"trunk must be a tfp_flows.nets.ConvTrunk, MLPTrunk or "
+                            f"MADETrunk, got {trunk!r} of type {type(trunk).__name__}")
         if not isinstance(projection, keras.layers.Layer):
             raise TypeError(f"projection must be a keras.layers.Layer, got {projection!r} of "
                             f"type {type(projection).__name__}")
@@ -417,8 +639,25 @@ class SharedTrunkConditioner(keras.layers.Layer):
                     f"embedding {embedding!r} and the trunk {trunk.name} ({argument}={size}) "
                     f"do not fit: a {kind!r} embedding needs a trunk with {argument}, and "
                     f"only it")
+        _check_masking(trunk, projection)
         self.trunk = trunk
         self.projection = projection
+
+    @property
+    def event_size(self):
+        """`D` of a `MADETrunk`'s conditioner; other conditioners have no such attribute."""
+        if not isinstance(self.trunk, MADETrunk):
+            raise AttributeError(f"{self.name} has no event_size: its trunk is not a "
+                                 f"MADETrunk")
+        return self.trunk.event_size
+
+    @property
+    def params_per_dim(self):
+        """`P` of a `MADETrunk`'s conditioner; other conditioners have no such attribute."""
+        if not isinstance(self.trunk, MADETrunk):
+            raise AttributeError(f"{self.name} has no params_per_dim: its trunk is not a "
+                                 f"MADETrunk")
+        return self.projection.params_per_dim
 
     def build(self, inputs_shape):
         if not self.trunk.built:
@@ -450,6 +689,31 @@ class SharedTrunkConditioner(keras.layers.Layer):
 
     def call(self, inputs):
         return self.projection(self.trunk(inputs, **self.step_inputs()))
+
+    def precompute(self):
+        """`self(inputs)` as a function whose data-independent part is computed now, once.
+
+        The gates `exp(log_gate)`, the trunk's map of a concatenated embedding and its
+        biases from a bias embedding do not depend on the data; a caller that runs one
+        step many times (`MaskedAutoregressiveFlow` sampling: `D` passes) computes them
+        once with this method, then calls the returned function in its loop.
+
+        Returns:
+            A function `inputs -> params` equal to `self(inputs)` for this step's current
+            weights.
+
+        Raises:
+            RuntimeError: the conditioner is not built (call it once first).
+        """
+        if not self.built:
+            raise RuntimeError(f"{self.name} is not built: call it once before precompute()")
+        terms = self.trunk._step_terms(**self.step_inputs())
+        trunk, projection = self.trunk, self.projection
+
+        def conditioner(inputs):
+            return projection(trunk._apply(inputs, terms))
+
+        return conditioner
 
     def compute_output_shape(self, inputs_shape):
         return self.projection.compute_output_shape(
