@@ -50,9 +50,10 @@ def embedding_kinds(embedding):
 class _Trunk(keras.layers.Layer):
     """The part of a trunk that reads flow embeddings; subclasses supply the layers.
 
-    A subclass creates `concat_layer` (maps a step's concatenated embedding to the first
-    hidden layer's pre-activation) and `bias_projection` (maps a step's bias embedding to
-    a bias of every modulated hidden layer) when those embeddings are on, lists its
+    A subclass creates, through `_embedding_layers`, `concat_layer` (maps a step's
+    concatenated embedding to the first hidden layer's pre-activation) and
+    `bias_projection` (maps a step's bias embedding to a bias of every modulated hidden
+    layer) when those embeddings are on, lists its
     modulated widths in `modulated_units` and computes its features in `_features`.
     """
 
@@ -73,10 +74,17 @@ class _Trunk(keras.layers.Layer):
         """Size of a step's flat gate vector: the sum of `modulated_units`."""
         return sum(self.modulated_units)
 
-    def _bias_layer(self):
-        # One matrix maps a step's embedding to the biases of all hidden layers at once.
-        return keras.layers.Dense(self.num_gates, use_bias=False, dtype=self.dtype_policy,
-                                  name="bias_projection")
+    def _embedding_layers(self, concat_layer):
+        """Creates `concat_layer` (by calling `concat_layer()`) and `bias_projection` for
+        the embeddings this trunk takes; call it once the layers behind
+        `modulated_units` exist."""
+        if self.concat_channels:
+            self.concat_layer = concat_layer()
+        if self.bias_channels:
+            # One matrix maps a step's embedding to the biases of all hidden layers at once.
+            self.bias_projection = keras.layers.Dense(
+                self.num_gates, use_bias=False, dtype=self.dtype_policy,
+                name="bias_projection")
 
     def _build_embedding_layers(self, concat_shape):
         if self.concat_channels:
@@ -204,11 +212,8 @@ class ConvTrunk(_Trunk):
             [keras.layers.Conv2D(width, 3, padding="same", dtype=policy, name=f"block_{i}_0"),
              keras.layers.Conv2D(width, 1, padding="same", dtype=policy, name=f"block_{i}_1")]
             for i in range(self.num_blocks)]
-        if self.concat_channels:
-            self.concat_layer = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                                    dtype=policy, name="concat")
-        if self.bias_channels:
-            self.bias_projection = self._bias_layer()
+        self._embedding_layers(lambda: keras.layers.Conv2D(
+            width, 3, padding="same", use_bias=False, dtype=policy, name="concat"))
 
     @property
     def modulated_units(self):
@@ -288,11 +293,8 @@ class MLPTrunk(_Trunk):
         policy = self.dtype_policy
         self.hidden_layers = [keras.layers.Dense(units, dtype=policy, name=f"hidden_{i}")
                               for i, units in enumerate(self.hidden_units)]
-        if self.concat_channels:
-            self.concat_layer = keras.layers.Dense(self.hidden_units[0], use_bias=False,
-                                                   dtype=policy, name="concat")
-        if self.bias_channels:
-            self.bias_projection = self._bias_layer()
+        self._embedding_layers(lambda: keras.layers.Dense(
+            self.hidden_units[0], use_bias=False, dtype=policy, name="concat"))
 
     @property
     def modulated_units(self):
@@ -376,11 +378,8 @@ class MADETrunk(_Trunk):
         policy = self.dtype_policy
         self.hidden_layers = [_MaskedDense(mask, dtype=policy, name=f"hidden_{i}")
                               for i, mask in enumerate(_hidden_masks(degrees))]
-        if self.concat_channels:
-            self.concat_layer = keras.layers.Dense(self.hidden_units[0], use_bias=False,
-                                                   dtype=policy, name="concat")
-        if self.bias_channels:
-            self.bias_projection = self._bias_layer()
+        self._embedding_layers(lambda: keras.layers.Dense(
+            self.hidden_units[0], use_bias=False, dtype=policy, name="concat"))
 
     @property
     def modulated_units(self):
@@ -594,8 +593,8 @@ class SharedTrunkConditioner(keras.layers.Layer):
     Parameter Complexity", arXiv:2006.06280.
 
     Args:
-        trunk: a `ConvTrunk`, `MLPTrunk` or `MADETrunk`, usually shared with other
-            conditioners.
+        trunk: a `ConvTrunk`, `MLPTrunk`, `MADETrunk` or `CausalConvTrunk`, usually
+            shared with other conditioners.
         projection: a Keras layer from the trunk's features to the step's parameters
             (a `StepProjection`; a `MaskedStepProjection` of the same degrees for a
             `MADETrunk`, and only then), own or shared.
@@ -624,8 +623,8 @@ class SharedTrunkConditioner(keras.layers.Layer):
     def __init__(self, trunk, projection, embedding=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(trunk, _Trunk):
-            raise TypeError(f"trunk must be a tfp_flows.nets.ConvTrunk, MLPTrunk or "
-                            f"MADETrunk, got {trunk!r} of type {type(trunk).__name__}")
+            raise TypeError(f"trunk must be a tfp_flows.nets.ConvTrunk, MLPTrunk, MADETrunk "
+                            f"or CausalConvTrunk, got {trunk!r} of type {type(trunk).__name__}")
         if not isinstance(projection, keras.layers.Layer):
             raise TypeError(f"projection must be a keras.layers.Layer, got {projection!r} of "
                             f"type {type(projection).__name__}")

@@ -77,11 +77,8 @@ class CausalConvTrunk(_Trunk):
              keras.layers.Conv2D(width if i == self.num_blocks - 1 else 2 * width, 1,
                                  dtype=policy, name=f"block_{i}_output")]
             for i in range(self.num_blocks)]
-        if self.concat_channels:
-            self.concat_layer = keras.layers.Conv2D(width, 1, use_bias=False, dtype=policy,
-                                                    name="concat")
-        if self.bias_channels:
-            self.bias_projection = self._bias_layer()
+        self._embedding_layers(lambda: keras.layers.Conv2D(
+            width, 1, use_bias=False, dtype=policy, name="concat"))
 
     @property
     def modulated_units(self):
