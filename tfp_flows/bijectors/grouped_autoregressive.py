@@ -23,7 +23,10 @@ class GroupedAutoregressive(FlowBijector):
     - forward (sampling direction, noise -> data): `x_i = tau(u_i; theta_i(x_{<i}))`,
       solved one row at a time: a `tf.while_loop` of exactly `H` conditioner passes, pass
       `k` recomputing `theta(x)` from the current `x`; after pass `k` the first `k` rows
-      are exact, and the last pass gives the exact parameters of every row.
+      are exact, and the last pass gives the exact parameters of every row. A
+      conditioner with a `precompute()` method (`tff.nets.SharedTrunkConditioner`) is
+      asked once per sampling call for a function computing the same, so the terms of
+      its flow step that do not depend on the data are computed once, not `H` times.
     - log-det: the Jacobian is block triangular in the rows with diagonal blocks, so the
       log-det is the sum of the elementwise log-derivatives of `tau` (forward
       `sum log tau'(u; theta)`, inverse its negative at the same point).
@@ -98,9 +101,10 @@ class GroupedAutoregressive(FlowBijector):
 
     # -- the shared pieces -------------------------------------------------------------------
 
-    def _params(self, x):
-        """Transformer parameters `[N, H, W, C, P]` of `x` `[N, H, W, C]`, in its dtype."""
-        params = self.conditioner(x)
+    def _params(self, x, conditioner=None):
+        """Transformer parameters `[N, H, W, C, P]` of `x` `[N, H, W, C]` (by
+        `conditioner`, else `self.conditioner`), in its dtype."""
+        params = (conditioner or self.conditioner)(x)
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
         params = tf.cast(params, x.dtype)
         channels, num_params = self._event_shape_in[-1], self.transformer.num_params
@@ -137,10 +141,14 @@ class GroupedAutoregressive(FlowBijector):
         if not self.conditioner.built:
             # Weights must exist before the loop: variables cannot be created in its body.
             self._params(noise)
+        # What the conditioner computes without reading x (a shared trunk's step embedding
+        # terms) is computed once here, not in each of the H passes.
+        conditioner = (self.conditioner.precompute() if hasattr(self.conditioner, "precompute")
+                       else self.conditioner)
 
         def body(step, x, log_det):
             del log_det  # only the last pass's log-det, at exact parameters, is kept
-            x, log_det = self._elementwise(noise, self._params(x), inverse=False)
+            x, log_det = self._elementwise(noise, self._params(x, conditioner), inverse=False)
             return step + 1, x, log_det
 
         _, x, log_det = tf.while_loop(
