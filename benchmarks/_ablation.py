@@ -1,5 +1,6 @@
 """Shared by the ablation scripts: width matching, training and measuring one model."""
 
+import json
 import math
 import multiprocessing
 import resource
@@ -79,3 +80,16 @@ def table_row(name, row):
     return (f"| {name} | {row['width']} | {row['params']:,} | {row['elbo_bpd']:.3f} | "
             f"{row['iwbo_bpd']:.3f} | {row['steps_per_second']:.2f} | "
             f"{row['samples_per_second']:.0f} | {'yes' if row['samples_finite'] else 'no'} |")
+
+
+def reused_results(path, names):
+    """The results of the models in `names` that a printout of an ablation script at `path`
+    holds (its lines are a model's name, a space and its results as JSON), by name."""
+    results = {}
+    if path:
+        with open(path) as log:
+            for line in log:
+                name, _, result = line.partition(" {")
+                if name in names:
+                    results[name] = json.loads("{" + result)
+    return results

@@ -8,9 +8,12 @@ of the full model's. Each model trains and is measured in a fresh process. Repor
 bits/dim of the discrete digits by the ELBO and by the IWBO with k = 10 and 100 samples
 (over the dequantization and augmentation noise together), training steps/s, samples/s,
 parameters and the process's peak memory. With `--write` the table replaces its section
-of `docs/benchmarks.md`.
+of `docs/benchmarks.md`. Each model prints one line, its name and its results as JSON;
+`--reuse LOG` takes the results of the models named in such a printout instead of
+training them again.
 
-Usage: python benchmarks/denseflow_ablation.py [--epochs N] [--write]
+Usage: python benchmarks/denseflow_ablation.py [--epochs N] [--only TEXT] [--reuse LOG]
+    [--write]
 """
 
 import argparse
@@ -19,7 +22,7 @@ import json
 import sys
 
 import keras
-from _ablation import in_fresh_process, matched, train_and_measure
+from _ablation import in_fresh_process, matched, reused_results, train_and_measure
 from _report import machine, write_section
 
 import tfp_flows as tff
@@ -66,7 +69,7 @@ def markdown(rows, args, info):
         "| train steps/s | samples/s | peak memory | finite samples |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, row in rows:
-        iwbo = row["iwbo_bpd"]
+        iwbo = {int(k): bpd for k, bpd in row["iwbo_bpd"].items()}  # JSON keys are text
         lines.append(
             f"| {name} | {row['width']} | {row['params']:,} | {row['elbo_bpd']:.3f} | "
             f"{iwbo[10]:.3f} | {iwbo[100]:.3f} | {row['steps_per_second']:.2f} | "
@@ -80,8 +83,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--only", help="run only the variants whose name contains this")
+    parser.add_argument("--reuse", help="a printout of this script with the same settings")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    done = reused_results(args.reuse, VARIANTS)
     if args.write and args.only:
         parser.error("--write records every variant; run without --only")
     width = inspect.signature(tff.models.DenseFlow).parameters["filters"].default
@@ -89,6 +94,10 @@ def main():
     rows = []
     for name, changes in VARIANTS.items():
         if args.only and args.only not in name:
+            continue
+        if name in done:
+            rows.append((name, done[name]))
+            print(name, json.dumps(done[name]), flush=True)
             continue
         keras.utils.set_random_seed(0)
         chosen = width

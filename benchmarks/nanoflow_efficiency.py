@@ -23,7 +23,7 @@ import argparse
 import json
 
 import keras
-from _ablation import in_fresh_process, train_and_measure
+from _ablation import in_fresh_process, reused_results, train_and_measure
 from _report import machine, write_section
 
 import tfp_flows as tff
@@ -96,13 +96,7 @@ def main():
     parser.add_argument("--reuse", help="a printout of this script with the same settings")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
-    done = {}
-    if args.reuse:
-        with open(args.reuse) as log:
-            for line in log:
-                name, _, result = line.partition(" {")
-                if name in MODELS:
-                    done[name] = json.loads("{" + result)
+    done = reused_results(args.reuse, MODELS)
     if args.write and args.only:
         parser.error("--write records every model; run without --only")
     rows = []
