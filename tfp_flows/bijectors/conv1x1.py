@@ -54,7 +54,11 @@ class InvertibleConv1x1(FlowBijector):
 
     def _transform(self, x, inverse, context=None):
         kernel, log_abs_det = self.weights_layer(x, inverse=inverse)
-        y = tf.einsum("...i,ij->...j", x, tf.cast(kernel, x.dtype))
+        # A matmul on the pixels flattened to rows: several times faster than the equivalent
+        # `tf.einsum("...i,ij->...j")` forward and backward (benchmarks/glow_overhead.py).
+        channels = self._event_shape_in[-1]
+        y = tf.reshape(tf.matmul(tf.reshape(x, [-1, channels]), tf.cast(kernel, x.dtype)),
+                       tf.shape(x))
         log_det = tf.cast(self._num_pixels * log_abs_det, x.dtype)
         if inverse:
             log_det = -log_det

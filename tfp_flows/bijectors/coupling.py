@@ -177,8 +177,10 @@ class Coupling(FlowBijector):
             y = tf.where(keep, x, changed)
             return y, tf.reduce_sum(tf.where(keep, tf.zeros_like(log_det), log_det),
                                     axis=event_axes)
-        split = self._event_shape_in[-1] // 2
-        first, second = x[..., :split], x[..., split:]
+        channels = self._event_shape_in[-1]
+        # `tf.split` rather than two slices: the gradient of a slice scatters into a zero
+        # tensor of the input's size, that of a split is one concat (benchmarks/glow_overhead.py).
+        first, second = tf.split(x, [channels // 2, channels - channels // 2], axis=-1)
         kept, change = (first, second) if self.parity == 0 else (second, first)
         changed, log_det = self._elementwise(
             change, self._conditioner_params(kept, context), inverse)

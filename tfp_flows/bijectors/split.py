@@ -63,7 +63,9 @@ class SplitChannels(FlowBijector):
                          validate_args=validate_args)
 
     def _transform(self, x, inverse, context=None):
-        kept, passed = x[..., :self.keep_channels], x[..., self.keep_channels:]
+        # `tf.split` rather than two slices: cheaper gradients (see `Coupling._transform`).
+        kept, passed = tf.split(
+            x, [self.keep_channels, self._event_shape_in[-1] - self.keep_channels], axis=-1)
         kwargs = {} if context is None else {"context": context}
         event_ndims = len(self._event_shape_in)
         if inverse:
