@@ -52,3 +52,30 @@ def load_exported_bound(path, x, num_samples, python_without_tfp_flows):
     done = python_without_tfp_flows.run(_BOUND_LOADER, json.dumps(request))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.split("RESULTS", 1)[1])
+
+
+_LOADER = r"""
+import json, sys
+import tensorflow as tf
+request = json.loads(sys.argv[1])
+model = tf.saved_model.load(request["path"])
+x = tf.constant(request["x"], tf.float32)
+print("RESULTS" + json.dumps({
+    "log_prob": model.log_prob(x).numpy().tolist(),
+    "sample": model.sample(tf.constant(3), tf.constant(5), tf.constant(0.7)).numpy().tolist(),
+    "imported": sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tfp_flows", "tensorflow_probability")),
+}))
+"""
+
+
+def load_exported(path, x, python_without_tfp_flows):
+    """Evaluates a flow's SavedModel at `path` in a process that never imports tfp_flows.
+
+    Returns a dict: `log_prob` (of `x`), `sample` (`sample(3, seed=5, temperature=0.7)`)
+    and `imported` (the tfp_flows and TFP modules the process imported: none, if it works).
+    """
+    request = {"path": path, "x": np.asarray(x).tolist()}
+    done = python_without_tfp_flows.run(_LOADER, json.dumps(request))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULTS", 1)[1])

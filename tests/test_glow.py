@@ -1,11 +1,11 @@
 """Glow: multi-scale structure, ActNorm initialisation in fit, discrete data, serialization."""
 
-import json
 import math
 
 import keras
 import numpy as np
 import pytest
+from flow_helpers import load_exported
 
 import tfp_flows as tff
 from tfp_flows.distributions import uniform_dequantize
@@ -121,29 +121,12 @@ def test_keras_file_round_trip_with_lu_kernels_and_actnorm_state(tmp_path):
     assert loaded.get_config() == flow.get_config()
 
 
-_LOADER = """
-import json, sys
-import tensorflow as tf
-request = json.loads(sys.argv[1])
-model = tf.saved_model.load(request["path"])
-x = tf.constant(request["x"], tf.float32)
-print("RESULTS" + json.dumps({
-    "log_prob": model.log_prob(x).numpy().tolist(),
-    "sample": model.sample(tf.constant(3), tf.constant(5), tf.constant(0.7)).numpy().tolist(),
-    "imported": sorted(m for m in sys.modules
-                       if m.split(".")[0] in ("tfp_flows", "tensorflow_probability")),
-}))
-"""
-
-
 @pytest.mark.slow
 def test_multiscale_export_loads_without_tfp_flows(tmp_path, python_without_tfp_flows):
     flow = _trained_looking(small_glow(num_bins=17))
     x = uniform_dequantize(digits_like(4), seed=5).numpy()
     path = flow.export(str(tmp_path / "glow"))
-    done = python_without_tfp_flows.run(_LOADER, json.dumps({"path": path, "x": x.tolist()}))
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.split("RESULTS", 1)[1])
+    results = load_exported(path, x, python_without_tfp_flows)
     assert results["imported"] == []
     np.testing.assert_allclose(results["log_prob"], flow.log_prob(x), rtol=1e-5, atol=1e-4)
     expected = flow.sample(3, temperature=0.7, seed=5).numpy()

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from flow_helpers import perturb
+from flow_helpers import load_exported, perturb
 
 import tfp_flows as tff
 from tfp_flows import bijectors, nets
@@ -273,6 +273,17 @@ def test_keras_file_round_trip_keeps_the_sharing_and_the_density(tmp_path):
     assert [c.trunk for c in loaded.conditioners] == [loaded.trunks[0]] * 2
     x = SIGNALS.astype("float32")
     np.testing.assert_allclose(loaded(x), flow(x), rtol=1e-5)
+
+
+def test_export_loads_without_tfp_flows(tmp_path, python_without_tfp_flows):
+    flow = perturb(sequence_flow(num_steps=2), seed=4, scale=0.2, trainable_only=True)
+    x = SIGNALS.astype("float32")
+    results = load_exported(flow.export(str(tmp_path / "nanowaveflow")), x,
+                            python_without_tfp_flows)
+    assert results["imported"] == []
+    np.testing.assert_allclose(results["log_prob"], flow.log_prob(x), rtol=1e-5, atol=1e-4)
+    expected = flow.sample(3, temperature=0.7, seed=5).numpy()
+    np.testing.assert_allclose(results["sample"], expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
