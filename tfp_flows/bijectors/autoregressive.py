@@ -193,22 +193,36 @@ class MaskedAutoregressiveFlow(FlowBijector):
 
     def _sequential(self, noise, context):
         """The sampling direction: `D` MADE passes, each fixing one more dimension."""
-        size = self._event_shape_in[0]
-        if not self.made.built:
-            # Weights must exist before the loop: variables cannot be created in its body.
-            self._params(noise, context)
-        # What the made computes without reading x (a shared trunk's step embedding terms)
-        # is computed once here, not in each of the D passes.
-        made = self.made.precompute() if hasattr(self.made, "precompute") else self.made
+        return sequential_passes(
+            noise, self._event_shape_in[0], self.made,
+            lambda x, made: self._elementwise(noise, self._params(x, context, made),
+                                              inverse=False))
 
-        def body(step, x, log_det):
-            del log_det  # only the last pass's log-det, at exact parameters, is kept
-            x, log_det = self._elementwise(noise, self._params(x, context, made),
-                                           inverse=False)
-            return step + 1, x, log_det
 
-        _, x, log_det = tf.while_loop(
-            lambda step, x, log_det: step < size, body,
-            (tf.constant(0), tf.zeros_like(noise), tf.zeros(tf.shape(noise)[:1], noise.dtype)),
-            maximum_iterations=size)
-        return x, log_det
+def sequential_passes(noise, num_passes, conditioner, one_pass):
+    """The sampling direction of an autoregressive transform, solved by fixed-point passes.
+
+    `one_pass(x, conditioner)` returns `(tau(noise; theta(x)), log_det)` with the
+    parameters `theta` computed from the current `x` by `conditioner` (a callable equal
+    to the layer); starting from zeros, a `tf.while_loop` of exactly `num_passes` passes
+    makes one more group of entries exact each time, and the last pass's log-det, at exact
+    parameters, is returned with `x`. The layer is built before the loop (variables cannot
+    be created in its body); a layer with a `precompute()` method
+    (`tff.nets.SharedTrunkConditioner`) is asked once for a function computing the same,
+    so what it computes without reading `x` (a shared trunk's step embedding terms) is
+    computed once, not in each pass.
+    """
+    if not conditioner.built:
+        one_pass(noise, conditioner)
+    call = conditioner.precompute() if hasattr(conditioner, "precompute") else conditioner
+
+    def body(step, x, log_det):
+        del log_det  # only the last pass's log-det, at exact parameters, is kept
+        x, log_det = one_pass(x, call)
+        return step + 1, x, log_det
+
+    _, x, log_det = tf.while_loop(
+        lambda step, x, log_det: step < num_passes, body,
+        (tf.constant(0), tf.zeros_like(noise), tf.zeros(tf.shape(noise)[:1], noise.dtype)),
+        maximum_iterations=num_passes)
+    return x, log_det

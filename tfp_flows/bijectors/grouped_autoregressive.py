@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfp_flows.bijectors.autoregressive import sequential_passes
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape
 from tfp_flows.bijectors.transformers import get_transformer
 
@@ -137,25 +138,10 @@ class GroupedAutoregressive(FlowBijector):
 
     def _sequential(self, noise):
         """The sampling direction: `H` conditioner passes, each fixing one more row."""
-        rows = self.num_groups
-        if not self.conditioner.built:
-            # Weights must exist before the loop: variables cannot be created in its body.
-            self._params(noise)
-        # What the conditioner computes without reading x (a shared trunk's step embedding
-        # terms) is computed once here, not in each of the H passes.
-        conditioner = (self.conditioner.precompute() if hasattr(self.conditioner, "precompute")
-                       else self.conditioner)
-
-        def body(step, x, log_det):
-            del log_det  # only the last pass's log-det, at exact parameters, is kept
-            x, log_det = self._elementwise(noise, self._params(x, conditioner), inverse=False)
-            return step + 1, x, log_det
-
-        _, x, log_det = tf.while_loop(
-            lambda step, x, log_det: step < rows, body,
-            (tf.constant(0), tf.zeros_like(noise), tf.zeros(tf.shape(noise)[:1], noise.dtype)),
-            maximum_iterations=rows)
-        return x, log_det
+        return sequential_passes(
+            noise, self.num_groups, self.conditioner,
+            lambda x, conditioner: self._elementwise(noise, self._params(x, conditioner),
+                                                     inverse=False))
 
 
 def _check_rows(event_shape):
