@@ -137,6 +137,12 @@ class FlowBijector(tfp.bijectors.Bijector):
     _cache = BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
+    # TFP hashes and compares a bijector by its parameters, recursively, and its cache
+    # hashes the bijector at every lookup: tracing a deep flow spent seconds there. A flow
+    # bijector is equal only to itself (its conditioner layers compare by identity anyway).
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
     def __init__(self, event_shape, parameters, name, validate_args=False):
         self._event_shape_in = tuple(event_shape)
         super().__init__(

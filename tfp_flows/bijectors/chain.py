@@ -26,6 +26,11 @@ class FlowChain(Chain):
 
     _exposed_variables = ()
 
+    # Identity, like `FlowBijector`: TFP's parameter hash walks every member at each cache
+    # lookup.
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
     @property
     def conditional(self):
         """Whether any member takes a context (so an enclosing chain passes it on)."""
