@@ -139,7 +139,11 @@ def test_settings_follow_defaults_quick_and_explicit_options():
     assert glow == {**{key: cli.IMAGE_DEFAULTS[key] for key in (
         "epochs", "batch_size", "learning_rate", "seed", "num_levels", "hidden_channels",
         "num_blocks", "coupling", "weight_decay")}, "model": "glow", "dataset": "digits",
-        "num_steps": 2, "logit_alpha": None}
+        "num_steps": 2, "logit_alpha": None, "conditioner": "glow"}
+    resnet = cli._settings(parser.parse_args(
+        ["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--conditioner",
+         "resnet", "--num-blocks", "2"]))
+    assert resnet["conditioner"] == "resnet" and resnet["num_blocks"] == 2
     celeb_a = cli._settings(parser.parse_args(
         ["train", "--model", "realnvp", "--dataset", "celeb_a", "--out", "x"]))
     assert celeb_a["image_size"] == 64 and celeb_a["train_split"] == "train"

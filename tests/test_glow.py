@@ -1,10 +1,12 @@
-"""Glow: multi-scale structure, ActNorm initialisation in fit, discrete data, serialization."""
+"""Glow: multi-scale structure, its conditioners, ActNorm initialisation in fit, discrete data,
+serialization."""
 
 import math
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from flow_helpers import load_exported
 
 import tfp_flows as tff
@@ -31,6 +33,63 @@ def digits_like(n=64, seed=0):
     return images.astype("int32")
 
 
+def glow_net_parameters(c_in, hidden, c_out):
+    """A `GlowConvNet`'s: 3x3 and 1x1 kernels without bias, each followed by an ActNorm
+    (log-scale and bias per channel), then a 3x3 output kernel with bias."""
+    return 9 * c_in * hidden + 2 * hidden + hidden * hidden + 2 * hidden \
+        + 9 * hidden * c_out + c_out
+
+
+def conditioner_actnorms(flow):
+    return [actnorm for layer in flow.conditioners + flow.priors
+            for actnorm in (layer.input_actnorm, layer.hidden_actnorm)]
+
+
+def test_exact_parameter_count_with_the_papers_conditioner():
+    flow = small_glow()
+    assert flow.conditioner == "glow"
+    assert all(type(layer) is tff.nets.GlowConvNet for layer in flow.conditioners + flow.priors)
+    # A step on C channels: ActNorm (2C), LU kernel (L and U, C x C each, and log_s, C), and
+    # an affine coupling whose network maps the kept C/2 channels to 2 * C/2 parameters.
+    step = lambda c: 2 * c + (2 * c * c + c) + glow_net_parameters(c // 2, 8, c)  # noqa: E731
+    # Level 0 on [4, 4, 4]: 2 steps and a split prior (the kept 2 channels -> mean and
+    # log-scale of the other 2); level 1 on the kept half squeezed, [2, 2, 8]: 2 steps.
+    expected = 2 * step(4) + glow_net_parameters(2, 8, 4) + 2 * step(8)
+    assert expected == 2 * (8 + 36 + 532) + 532 + 2 * (16 + 136 + 968) == 3924
+    assert sum(int(np.prod(w.shape)) for w in flow.trainable_weights) == expected
+    # Per step 2 + 3 + 8 variables, 8 in a prior; an "initialized" flag per ActNorm.
+    assert len(flow.trainable_weights) == 4 * 13 + 8
+    assert len(conditioner_actnorms(flow)) == 2 * 5
+
+
+@pytest.mark.parametrize("conditioner", ["glow", "resnet"])
+def test_a_fresh_flow_is_a_rotation_and_every_weight_gets_a_gradient(conditioner):
+    flow = small_glow(conditioner=conditioner, context_size=2, dtype="float64")
+    rng = np.random.default_rng(1)
+    x, context = tf.constant(rng.normal(size=[3, 8, 8, 1])), tf.constant(rng.normal(size=[3, 2]))
+    # Eager calls of the distribution and bijector (what the flow's methods compile).
+    log_prob = lambda: flow.distribution.log_prob(  # noqa: E731
+        x, bijector_kwargs={"context": context})
+    # ActNorms start as the identity, couplings and priors with zero outputs, and the 1x1
+    # convolutions are rotations: the density is the standard Normal's, norms are kept.
+    flat = x.numpy().reshape(3, -1)
+    standard = np.sum(-0.5 * flat ** 2 - 0.5 * math.log(2 * math.pi), -1)
+    np.testing.assert_allclose(log_prob(), standard, rtol=1e-10)
+    z = flow.bijector.inverse(tf.identity(x), context=context).numpy()
+    np.testing.assert_allclose(np.linalg.norm(z.reshape(3, -1), axis=-1),
+                               np.linalg.norm(flat, axis=-1), rtol=1e-10)
+    _trained_looking(flow)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(log_prob())
+    gradients = tape.gradient(loss, flow.trainable_weights)
+    for weight, gradient in zip(flow.trainable_weights, gradients):
+        assert gradient is not None and np.abs(gradient.numpy()).max() > 0, weight.path
+    # Round trip through fresh tensors (no bijector cache).
+    z = flow.bijector.inverse(tf.identity(x), context=context)
+    x_again = flow.bijector.forward(tf.identity(z), context=context)
+    np.testing.assert_allclose(x_again, x, atol=1e-8)
+
+
 def test_levels_preserve_the_event_shape_and_factor_out_half_the_channels():
     flow = small_glow(num_levels=3, num_steps=1)
     x = np.random.default_rng(0).normal(size=[2, 8, 8, 1]).astype("float32")
@@ -47,7 +106,9 @@ def trained_glow():
     keras.utils.set_random_seed(0)
     flow = small_glow(num_bins=17)
     x = uniform_dequantize(digits_like(128), seed=3).numpy()
-    initialized = [float(a.initialized.numpy()) for a in flow.actnorms]
+    initialized = {"steps": [float(a.initialized.numpy()) for a in flow.actnorms],
+                   "conditioners": [float(a.initialized.numpy())
+                                    for a in conditioner_actnorms(flow)]}
     flow.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = flow.evaluate(x, return_dict=True, verbose=0)["loss"]
     history = flow.fit(x, batch_size=32, epochs=4, verbose=0)
@@ -57,8 +118,13 @@ def trained_glow():
 def test_actnorm_initialises_on_the_first_batch_of_fit_and_training_lowers_the_nll(
         trained_glow):
     flow, initialized, before, history = trained_glow
-    assert initialized == [0.0] * len(flow.actnorms)  # before fit
+    assert initialized["steps"] == [0.0] * len(flow.actnorms)  # before fit
+    assert initialized["conditioners"] == [0.0] * 2 * (len(flow.conditioners)
+                                                       + len(flow.priors))
     assert all(float(a.initialized.numpy()) == 1.0 for a in flow.actnorms)
+    # The ActNorms inside the conditioners initialised from their first batch too.
+    assert all(float(a.initialized.numpy()) == 1.0 for a in conditioner_actnorms(flow))
+    assert all(np.abs(a.log_scale.numpy()).max() > 0 for a in conditioner_actnorms(flow))
     assert history["loss"][-1] < before
     # The first ActNorm normalises the squeezed data of the first batch: its bias is set.
     assert np.abs(flow.actnorms[0].bias.numpy()).max() > 0
@@ -94,6 +160,8 @@ def test_samples_of_a_trained_glow_are_finite_at_temperature_one(trained_glow):
     (dict(num_steps=1.5), TypeError, "num_steps must be a positive int, got 1.5"),
     (dict(coupling="spline"), ValueError, "coupling must be one of .*got 'spline'"),
     (dict(num_bins=0), ValueError, "num_bins must be an int >= 2 or None, got 0"),
+    (dict(conditioner="unet"), ValueError,
+     "conditioner must be one of 'glow', 'resnet'; got 'unet'"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     options = dict(event_shape=[8, 8, 1], num_levels=2, num_steps=1, hidden_channels=4)
@@ -109,9 +177,12 @@ def _trained_looking(flow, seed=0):
     return flow
 
 
-def test_keras_file_round_trip_with_lu_kernels_and_actnorm_state(tmp_path):
-    flow = _trained_looking(small_glow(num_bins=17))
+@pytest.mark.parametrize("conditioner", ["glow", "resnet"])
+def test_keras_file_round_trip_with_lu_kernels_and_actnorm_state(tmp_path, conditioner):
+    flow = _trained_looking(small_glow(num_bins=17, conditioner=conditioner))
     flow.actnorms[0].initialized.assign(1.0)
+    if conditioner == "glow":
+        flow.conditioners[0].hidden_actnorm.initialized.assign(1.0)
     path = str(tmp_path / "glow.keras")
     flow.save(path)
     loaded = keras.models.load_model(path)
@@ -119,6 +190,23 @@ def test_keras_file_round_trip_with_lu_kernels_and_actnorm_state(tmp_path):
     np.testing.assert_allclose(loaded.log_prob(x), flow.log_prob(x), rtol=1e-5, atol=1e-4)
     assert float(loaded.actnorms[0].initialized.numpy()) == 1.0
     assert loaded.get_config() == flow.get_config()
+    assert loaded.get_config()["conditioner"] == conditioner
+    assert type(loaded.conditioners[0]) is type(flow.conditioners[0])
+    if conditioner == "glow":
+        assert float(loaded.conditioners[0].hidden_actnorm.initialized.numpy()) == 1.0
+
+
+def test_a_config_saved_before_the_conditioner_choice_builds_conv_resnets():
+    flow = _trained_looking(small_glow(conditioner="resnet", num_blocks=2))
+    config = flow.get_config()
+    del config["conditioner"]
+    loaded = tff.models.Glow.from_config(config)
+    assert loaded.conditioner == "resnet" and loaded.num_blocks == 2
+    assert all(type(layer) is tff.nets.ConvResNet for layer in loaded.conditioners)
+    loaded.set_weights(flow.get_weights())
+    x = tf.constant(np.random.default_rng(3).normal(size=[2, 8, 8, 1]).astype("float32"))
+    np.testing.assert_allclose(loaded.distribution.log_prob(x), flow.distribution.log_prob(x),
+                               rtol=1e-6)
 
 
 @pytest.mark.slow

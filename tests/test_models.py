@@ -36,6 +36,13 @@ def _conv_resnet(c_in, hidden, c_out):
         conv(3, hidden, c_out)
 
 
+def _glow_net(c_in, hidden, c_out):
+    # 3x3 and 1x1 convs without bias, each followed by an ActNorm (log-scale and bias),
+    # output 3x3 with bias
+    return conv(3, c_in, hidden) - hidden + 2 * hidden + conv(1, hidden, hidden) - hidden + \
+        2 * hidden + conv(3, hidden, c_out)
+
+
 def _nanoflow_trunk(c_in, hidden, embedding):
     # A one-block ConvTrunk (a ConvResNet without its output conv) plus the unbiased 3x3
     # conv of a concatenated embedding.
@@ -120,16 +127,22 @@ MODELS = {
     # Glow [4, 4, 2], 2 levels of 1 step, plain 1x1 kernels: level 0 works on [2, 2, 8]
     # (ActNorm 2x8, kernel 8x8, coupling 4 -> 8 channels, split prior 4 -> 8), level 1 on
     # the kept half squeezed again, [1, 1, 16] (ActNorm 2x16, kernel 16x16, coupling 8 -> 16).
+    # Each conditioner is the paper's network (8 variables), or a one-block ConvResNet (8).
     "glow": (
         lambda: models.Glow([4, 4, 2], num_levels=2, num_steps=1, hidden_channels=4, lu=False),
         2 * (2 + 1 + 8) + 8,
-        16 + 64 + 2 * _conv_resnet(4, 4, 8) + 32 + 256 + _conv_resnet(8, 4, 16)),
+        16 + 64 + 2 * _glow_net(4, 4, 8) + 32 + 256 + _glow_net(8, 4, 16)),
     "glow_conditional": (
         lambda: models.Glow([4, 4, 2], num_levels=2, num_steps=1, hidden_channels=4, lu=False,
                             context_size=CONTEXT_SIZE),
         2 * (2 + 1 + 8) + 8,
-        16 + 64 + 2 * _conv_resnet(4 + CONTEXT_SIZE, 4, 8) + 32 + 256
-        + _conv_resnet(8 + CONTEXT_SIZE, 4, 16)),
+        16 + 64 + 2 * _glow_net(4 + CONTEXT_SIZE, 4, 8) + 32 + 256
+        + _glow_net(8 + CONTEXT_SIZE, 4, 16)),
+    "glow_resnet": (
+        lambda: models.Glow([4, 4, 2], num_levels=2, num_steps=1, hidden_channels=4, lu=False,
+                            conditioner="resnet"),
+        2 * (2 + 1 + 8) + 8,
+        16 + 64 + 2 * _conv_resnet(4, 4, 8) + 32 + 256 + _conv_resnet(8, 4, 16)),
     # Flow++ on continuous [4, 4, 2], affine couplings, steps (1, 1, 1): a checkerboard
     # coupling on [4, 4, 2] (per-element ActNorm 2 x 32, kernel 2x2, net 2 -> 2 * 2), then
     # on the squeezed [2, 2, 8] a channel coupling (ActNorm 2 x 32, kernel 8x8, net on the
@@ -242,7 +255,8 @@ def standard_normal_log_prob(x):
 # The command-line settings of a tiny flow of any family, and an event of each kind of data:
 # the registry-driven checks build every registered family from them.
 TINY_SETTINGS = {"num_layers": 2, "hidden_units": [8], "num_levels": 2, "num_steps": 1,
-                 "hidden_channels": 4, "num_blocks": 1, "coupling": "affine"}
+                 "hidden_channels": 4, "num_blocks": 1, "coupling": "affine",
+                 "conditioner": "glow"}
 EVENT_SHAPES = {"vector": [4], "image": [4, 4, 2]}
 FAMILY_CASES = [pytest.param(name, kind, id=f"{name}-{kind}")
                 for name, family in FAMILIES.items() for kind in family.data_kinds]

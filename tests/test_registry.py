@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tfp_flows import _registry, models
+from tfp_flows import _registry, models, nets
 from tfp_flows.cli import arguments
 from tfp_flows.models import FAMILIES, Family, get_family, register_family, temporary_family
 from tfp_flows.models.registry import SETTINGS
@@ -75,6 +75,12 @@ def test_settings_become_builder_keywords():
     glow = get_family("glow").build([4, 4, 1], {**image, "num_steps": 1, "coupling": None})
     assert glow.num_levels == 2 and glow.num_steps == 1
     assert glow.coupling == "affine"  # None: the builder's default
+    assert glow.conditioner == "glow"
+    assert isinstance(glow.conditioners[0], nets.GlowConvNet)
+    glow = get_family("glow").build([4, 4, 1], {**image, "num_steps": 1, "num_blocks": 2,
+                                                "conditioner": "resnet"})
+    assert glow.conditioner == "resnet" and glow.num_blocks == 2
+    assert isinstance(glow.conditioners[0], nets.ConvResNet)
     nice = get_family("nice").build([2], {"num_layers": 2, "hidden_units": [8]})
     assert nice.num_layers == 2 and nice.hidden_units == [8]
 

@@ -57,9 +57,12 @@ SETTINGS = types.MappingProxyType({
     "num_levels": "levels (scales) of a multi-scale flow",
     "num_steps": "flow steps per level",
     "hidden_channels": "width of the conv ResNet conditioners",
-    "num_blocks": "residual blocks per conditioner",
+    "num_blocks": "residual blocks per conditioner (Glow: with --conditioner resnet only)",
     "coupling": "coupling transformer: affine, additive (NICE, Glow, NanoFlow) or "
                 "logistic_mixture (Flow++, NanoFlow)",
+    "conditioner": "the network of each coupling and split prior: glow (the paper's 3x3, "
+                   "1x1, 3x3 convolutions with ActNorm) or resnet (a conv ResNet of "
+                   "--num-blocks blocks)",
 })
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
@@ -314,7 +317,8 @@ for _family in (
            "conv (LU), split priors", "Kingma & Dhariwal 2018, arXiv:1807.03039",
            data_kinds=("image",),
            options={"image": ("num_levels", "num_steps", "hidden_channels", "num_blocks",
-                              "coupling")}),
+                              "coupling", "conditioner")},
+           defaults={"image": {"conditioner": "glow"}}),
     Family("flowpp", "tfp_flows.models:FlowPlusPlus", "mixture-of-logistics CDF coupling, "
            "variational dequantization, attention in coupling nets",
            "Ho et al. 2019, arXiv:1902.00275", data_kinds=("image",),

@@ -3,13 +3,14 @@
 import keras
 
 from tfp_flows import bijectors, nets
-from tfp_flows._validation import check_positive_int
+from tfp_flows._validation import check_choice, check_positive_int
 from tfp_flows.models.flow import Flow
 from tfp_flows.models.multiscale import multiscale_bijector
 
 __all__ = ["Glow"]
 
 _COUPLINGS = {"affine": bijectors.AffineCoupling, "additive": bijectors.AdditiveCoupling}
+_CONDITIONERS = ("glow", "resnet")
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -29,6 +30,14 @@ class Glow(Flow):
     `..._conv1x1`, `..._coupling`, then `level_{i}_prior`, `level_{i}_split` and
     `level_{i}_unsqueeze`, in data -> noise order.
 
+    The conditioners (of the couplings and of the split priors) are, with
+    `conditioner="glow"`, the paper's network `nets.GlowConvNet(hidden_channels, ...)`: a
+    3x3 convolution, ReLU, a 1x1 convolution, ReLU, a zero-initialised 3x3 convolution, with
+    ActNorm after each hidden convolution, as in the original code (`hidden_channels=512`
+    is the paper's width). `conditioner="resnet"` gives each of them a
+    `nets.ConvResNet(hidden_channels, num_blocks, ...)` instead, a conv ResNet of
+    `num_blocks` residual blocks (the only conditioner before there was a choice).
+
     With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
     over dequantized data in `[0, K)` (for example `uniform_dequantize`d 8-bit images with
     `K = 256`), so the reported NLL and `bits_per_dim` are those of the discrete data. With
@@ -41,8 +50,9 @@ class Glow(Flow):
         event_shape: `[H, W, C]` with `H` and `W` divisible by `2 ** num_levels`.
         num_levels: number of levels `L`.
         num_steps: steps `K` per level.
-        hidden_channels: width of the coupling conditioners (conv ResNets).
-        num_blocks: residual blocks per conditioner.
+        hidden_channels: width of the conditioners (their hidden convolutions).
+        num_blocks: residual blocks per conditioner with `conditioner="resnet"`; the
+            paper's network has none and does not read it.
         coupling: `"affine"` or `"additive"`.
         lu: LU-parameterised 1x1 convolutions (else plain kernels).
         split_prior: learned Gaussian prior for each factored-out half.
@@ -53,6 +63,8 @@ class Glow(Flow):
         log_scale_bound: bound of the soft-clamped coupling log-scales.
         context_size: context vector size for a conditional flow.
         seed: seed of the 1x1 convolutions' random orthogonal initialisation.
+        conditioner: `"glow"` (the paper's network, `nets.GlowConvNet`) or `"resnet"`
+            (`nets.ConvResNet`), for the couplings and the split priors.
         **kwargs: `name`, `dtype` of the Keras model.
 
     Example:
@@ -63,7 +75,8 @@ class Glow(Flow):
 
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=128,
                  num_blocks=1, coupling="affine", lu=True, split_prior=True, num_bins=None,
-                 logit_alpha=None, log_scale_bound=3.0, context_size=None, seed=0, **kwargs):
+                 logit_alpha=None, log_scale_bound=3.0, context_size=None, seed=0,
+                 conditioner="glow", **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
@@ -71,6 +84,7 @@ class Glow(Flow):
         self.num_steps = check_positive_int("num_steps", num_steps)
         self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
         self.num_blocks = check_positive_int("num_blocks", num_blocks)
+        self.conditioner = check_choice("conditioner", conditioner, _CONDITIONERS)
         size = 2 ** self.num_levels
         if self.event_shape[0] % size or self.event_shape[1] % size:
             raise ValueError(f"Glow with num_levels={num_levels} needs height and width "
@@ -92,11 +106,17 @@ class Glow(Flow):
             creation_order="noise_to_data")
         self._set_bijectors(self._data_space_steps(num_bins, logit_alpha) + [level_0])
 
+    def _conditioner_layer(self, output_channels, name):
+        if self.conditioner == "resnet":
+            return nets.ConvResNet(self.hidden_channels, self.num_blocks, output_channels,
+                                   dtype=self.dtype_policy, name=name)
+        return nets.GlowConvNet(self.hidden_channels, output_channels,
+                                dtype=self.dtype_policy, name=name)
+
     def _coupling(self, coupling_class, shape, parity, name, conditioners):
-        conditioner = nets.ConvResNet(
-            self.hidden_channels, self.num_blocks,
+        conditioner = self._conditioner_layer(
             coupling_class.conditioner_output_size(shape, "half", parity),
-            dtype=self.dtype_policy, name=f"{name}_conditioner")
+            f"{name}_conditioner")
         conditioners.append(conditioner)
         extra = {}
         if coupling_class is bijectors.AffineCoupling:
@@ -145,4 +165,10 @@ class Glow(Flow):
             "logit_alpha": self.logit_alpha,
             "log_scale_bound": self.log_scale_bound,
             "seed": self.seed,
+            "conditioner": self.conditioner,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # A config without `conditioner` was saved when ConvResNet was the only one.
+        return super().from_config({"conditioner": "resnet", **config})
