@@ -128,9 +128,14 @@ class ActNormParams(keras.layers.Layer):
     def maybe_initialize_from(self, x):
         """`initialize_from(x)` unless already initialised; safe in graphs and under XLA.
 
+        `x` may be a function of no arguments returning the data: then it runs only when
+        the layer initialises (in the `tf.cond` branch), so a step that does not need the
+        data does not compute it.
+
         Returns a tensor to take control dependencies on before reading the weights.
         """
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+            x = x() if callable(x) else x
             # Assigning a mirrored variable synchronises the replicas (a merge_call), which
             # TF cannot do inside a tf.cond branch. So every training step assigns, keeping
             # the current values once initialised; the statistics are those of the global
@@ -144,7 +149,7 @@ class ActNormParams(keras.layers.Layer):
             with tf.control_dependencies([op for op in ops if op is not None]):
                 return tf.logical_not(done)
         return tf.cond(self.initialized > 0.5, lambda: tf.constant(False),
-                       lambda: self.initialize_from(x))
+                       lambda: self.initialize_from(x() if callable(x) else x))
 
     def call(self, inputs, training=None):
         """Returns `(log_scale, bias)` in the dtype of `inputs`, initialising first if needed.
@@ -154,12 +159,23 @@ class ActNormParams(keras.layers.Layer):
                 normalises); used only for the initialisation.
             training: initialise from `inputs` if true and not initialised yet.
         """
-        if not training:
-            return self._values(inputs.dtype)
-        done = self.maybe_initialize_from(inputs)
+        return self.read(inputs.dtype, inputs if training else None)
+
+    def read(self, dtype, initialize_from=None):
+        """Returns `(log_scale, bias)` in `dtype`, first initialising if asked and needed.
+
+        Args:
+            dtype: the dtype of the returned values.
+            initialize_from: `None` (just read), or the data to initialise from if not
+                initialised yet: a tensor, or a function of no arguments returning it,
+                called only when the layer initialises.
+        """
+        if initialize_from is None:
+            return self._values(dtype)
+        done = self.maybe_initialize_from(initialize_from)
         # The reads must see the values the cond may just have assigned.
         with tf.control_dependencies([done]):
-            return self._values(inputs.dtype)
+            return self._values(dtype)
 
     def get_config(self):
         return {**super().get_config(), "num_channels": self.num_channels,

@@ -1,6 +1,7 @@
 """Glow's coupling network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv."""
 
 import keras
+import tensorflow as tf
 
 from tfp_flows._validation import check_positive_int
 from tfp_flows.nets.actnorm import ActNormParams
@@ -99,12 +100,23 @@ class GlowConvNet(keras.layers.Layer):
         self.output_conv.build(hidden)
 
     @staticmethod
-    def _normalize(hidden, actnorm, training):
+    def _hidden(conv, actnorm, inputs, training):
+        """`relu(actnorm(conv(inputs)))`, the ActNorm folded into the convolution.
+
+        `(conv(x, W) + b) * exp(s)` is `conv(x, W * exp(s)) + b * exp(s)`: scaling the
+        kernel instead of the activations leaves one convolution with a bias (which oneDNN
+        fuses with the ReLU) where two elementwise passes over the activations and their
+        gradients took a fifth of a Glow training step's op time. The plain convolution
+        runs only on the batch the ActNorm initialises from.
+        """
         if actnorm is None:
-            return hidden
-        # Initialises from `hidden` on the first training call, then reads the weights.
-        log_scale, bias = actnorm(hidden, training=training)
-        return (hidden + bias) * keras.ops.exp(log_scale)
+            return keras.ops.relu(conv(inputs))
+        log_scale, bias = actnorm.read(inputs.dtype, (lambda: conv(inputs)) if training
+                                       else None)
+        scale = tf.exp(log_scale)
+        kernel = tf.cast(conv.kernel, inputs.dtype) * scale
+        hidden = tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+        return tf.nn.relu(tf.nn.bias_add(hidden, bias * scale))
 
     def call(self, inputs, context=None, training=None):
         """Returns the coupling parameters `[B, H, W, output_channels]`.
@@ -122,10 +134,8 @@ class GlowConvNet(keras.layers.Layer):
                 context[:, None, None, :],
                 (keras.ops.shape(inputs)[0], spatial[0], spatial[1], keras.ops.shape(context)[-1]))
             inputs = keras.ops.concatenate([inputs, context], axis=-1)
-        hidden = keras.ops.relu(
-            self._normalize(self.input_conv(inputs), self.input_actnorm, training))
-        hidden = keras.ops.relu(
-            self._normalize(self.hidden_conv(hidden), self.hidden_actnorm, training))
+        hidden = self._hidden(self.input_conv, self.input_actnorm, inputs, training)
+        hidden = self._hidden(self.hidden_conv, self.hidden_actnorm, hidden, training)
         return self.output_conv(hidden)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
