@@ -226,6 +226,7 @@ A, N = bijectors.AffineCoupling, bijectors.AdditiveCoupling
 # SPLINE: `maf_spline` covers both.)
 ADDITIVE = bijectors.Additive()
 AFFINE = bijectors.Affine(log_scale_bound=2.0)
+AFFINE_SIGMOID = bijectors.Affine(log_scale_bound=2.0, scale="sigmoid")
 SPLINE = bijectors.RationalQuadraticSpline(num_bins=4, range=1.0)
 MIXTURE = bijectors.LogisticMixtureCDF(num_components=3)
 
@@ -284,6 +285,7 @@ REGISTRY = {
                                                  conditional=True),
     "coupling_additive_image": coupling_case(ADDITIVE, IMAGE, "checkerboard", 1),
     "coupling_affine_image": coupling_case(AFFINE, IMAGE, "half", 0),
+    "coupling_affine_sigmoid_image": coupling_case(AFFINE_SIGMOID, IMAGE, "half", 1),
     "coupling_spline_image": coupling_case(SPLINE, IMAGE, "checkerboard", 0),
     "coupling_spline_image_half": coupling_case(SPLINE, IMAGE, "half", 1),
     "coupling_logistic_mixture_half": coupling_case(MIXTURE, VECTOR, "half", 1),

@@ -162,6 +162,8 @@ def test_samples_of_a_trained_glow_are_finite_at_temperature_one(trained_glow):
     (dict(num_bins=0), ValueError, "num_bins must be an int >= 2 or None, got 0"),
     (dict(conditioner="unet"), ValueError,
      "conditioner must be one of 'glow', 'resnet'; got 'unet'"),
+    (dict(coupling_scale="tanh"), ValueError,
+     "coupling_scale must be one of 'exp', 'sigmoid'; got 'tanh'"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     options = dict(event_shape=[8, 8, 1], num_levels=2, num_steps=1, hidden_channels=4)
@@ -207,6 +209,43 @@ def test_a_config_saved_before_the_conditioner_choice_builds_conv_resnets():
     x = tf.constant(np.random.default_rng(3).normal(size=[2, 8, 8, 1]).astype("float32"))
     np.testing.assert_allclose(loaded.distribution.log_prob(x), flow.distribution.log_prob(x),
                                rtol=1e-6)
+
+
+def _affine_couplings(bijector):
+    """The affine couplings inside `bijector`: in chains, and in what a split keeps."""
+    inner = getattr(bijector, "bijectors", None) or [getattr(bijector, "bijector", None)]
+    found = []
+    for member in filter(None, inner):
+        if isinstance(member, tff.bijectors.AffineCoupling):
+            found.append(member)
+        found += _affine_couplings(member)
+    return found
+
+
+def test_couplings_take_the_papers_sigmoid_scale_and_the_split_priors_exp():
+    couplings = _affine_couplings(small_glow(num_steps=1).bijector)
+    scales = {coupling.name: coupling.transformer.scale for coupling in couplings}
+    assert scales == {"level_0_step_0_coupling": "sigmoid", "level_0_prior": "exp",
+                      "level_1_step_0_coupling": "sigmoid"}
+    exp = _affine_couplings(small_glow(num_steps=1, coupling_scale="exp").bijector)
+    assert {coupling.transformer.scale for coupling in exp} == {"exp"}
+
+
+def test_a_config_saved_before_the_scale_choice_keeps_exp_scales():
+    flow = _trained_looking(small_glow(coupling_scale="exp"))
+    config = flow.get_config()
+    assert config["coupling_scale"] == "exp"
+    del config["coupling_scale"]
+    loaded = tff.models.Glow.from_config(config)
+    assert loaded.coupling_scale == "exp"
+    loaded.set_weights(flow.get_weights())
+    x = tf.constant(np.random.default_rng(3).normal(size=[2, 8, 8, 1]).astype("float32"))
+    np.testing.assert_allclose(loaded.distribution.log_prob(x), flow.distribution.log_prob(x),
+                               rtol=1e-6)
+    # The same weights under the sigmoid scale are another density.
+    sigmoid = tff.models.Glow.from_config({**config, "coupling_scale": "sigmoid"})
+    sigmoid.set_weights(flow.get_weights())
+    assert not np.allclose(sigmoid.distribution.log_prob(x), flow.distribution.log_prob(x))
 
 
 @pytest.mark.slow

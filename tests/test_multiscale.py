@@ -29,11 +29,12 @@ CASES = {
         17, 3),
     "glow_prior": (
         lambda: G([8, 8, 1], num_levels=2, num_steps=2, hidden_channels=8,
-                  conditioner="resnet", dtype="float64"),
+                  conditioner="resnet", coupling_scale="exp", dtype="float64"),
         None, None),
     "glow_no_prior": (
         lambda: G([8, 8, 1], num_levels=2, num_steps=2, hidden_channels=8,
-                  conditioner="resnet", split_prior=False, dtype="float64"),
+                  conditioner="resnet", split_prior=False, coupling_scale="exp",
+                  dtype="float64"),
         None, None),
     "glow_additive_plain": (
         lambda: G([8, 8, 1], num_levels=2, num_steps=2, hidden_channels=8,
@@ -41,17 +42,19 @@ CASES = {
         None, None),
     "glow_logit": (
         lambda: G([8, 8, 1], num_levels=2, num_steps=2, hidden_channels=8,
-                  conditioner="resnet", num_bins=17, logit_alpha=0.05, dtype="float64"),
+                  conditioner="resnet", num_bins=17, logit_alpha=0.05, coupling_scale="exp",
+                  dtype="float64"),
         17, None),
     "glow_3_levels_conditional": (
         lambda: G([8, 8, 2], num_levels=3, num_steps=1, hidden_channels=4, context_size=3,
-                  seed=5, conditioner="resnet", dtype="float64"),
+                  seed=5, conditioner="resnet", coupling_scale="exp", dtype="float64"),
         None, 3),
 }
 
 # Measured on the builders as they were before the shared multi-scale recursion
 # (tfp_flows.models.multiscale) existed, when Glow's conditioners were all ConvResNets (now
-# `conditioner="resnet"`): (len(trainable_weights), trainable parameters,
+# `conditioner="resnet"`) and its coupling scales soft-clamped exponentials (now
+# `coupling_scale="exp"`): (len(trainable_weights), trainable parameters,
 # log_prob of the three examples `pinned_inputs` draws, after `assign_pinned_weights`).
 BEFORE = {
     "realnvp_2_scales": (80, 10346, [

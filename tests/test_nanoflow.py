@@ -350,6 +350,35 @@ def test_keras_file_round_trip_keeps_the_sharing(tmp_path):
     np.testing.assert_allclose(loaded.log_prob(x), flow.log_prob(x), rtol=1e-5)
 
 
+def test_affine_steps_take_glows_sigmoid_scale_and_old_configs_keep_exp():
+    flow = tff.models.NanoFlow([4, 4, 2], num_levels=2, num_steps=2, hidden_channels=4)
+    steps = [b for b in _members(flow.bijector) if isinstance(b, bijectors.Coupling)]
+    assert {b.name: b.transformer for b in steps} == {
+        **{f"level_{i}_step_{k}_coupling": bijectors.Affine(scale="sigmoid")
+           for i in range(2) for k in range(2)},
+        "level_0_prior": bijectors.Affine()}  # a split prior keeps the exp scale
+    assert flow.get_config()["coupling_scale"] == "sigmoid"
+    # A Transformer given as such is used as it is.
+    spline = bijectors.RationalQuadraticSpline(num_bins=3)
+    assert tff.models.NanoFlow([4], num_steps=2, hidden_units=[4],
+                               transformer=spline)._transformer is spline
+    old = perturb(tff.models.NanoFlow([4], num_steps=2, hidden_units=[4],
+                                      coupling_scale="exp"), seed=2, scale=0.1)
+    config = old.get_config()
+    del config["coupling_scale"]  # saved before there was a choice
+    loaded = tff.models.NanoFlow.from_config(config)
+    assert loaded._transformer == bijectors.Affine(scale="exp")
+    loaded.set_weights(old.get_weights())
+    x = RNG.normal(size=[3, 4]).astype("float32")
+    np.testing.assert_allclose(loaded.log_prob(x), old.log_prob(x), rtol=1e-6)
+
+
+def _members(bijector):
+    """The bijectors inside `bijector`: in chains, and in what a split keeps."""
+    inner = getattr(bijector, "bijectors", None) or [getattr(bijector, "bijector", None)]
+    return [found for member in filter(None, inner) for found in [member, *_members(member)]]
+
+
 def test_saved_model_keeps_one_set_of_trunk_weights(tmp_path):
     flow = perturb(image_flow("nanoflow", ["concat", "bias"], num_steps=3), seed=6, scale=0.2,
                    trainable_only=True)
@@ -580,6 +609,8 @@ def test_invalid_made_layer_arguments():
      r"scheme='autoregressive' models vectors \(event_shape \[D\]\), got event_shape "
      r"\[8, 8, 1\]"),
     (dict(scheme="masked"), ValueError, r"scheme must be one of 'coupling', 'autoregressive'"),
+    (dict(coupling_scale="tanh"), ValueError,
+     r"coupling_scale must be one of 'exp', 'sigmoid'; got 'tanh'"),
 ])
 def test_invalid_arguments(kwargs, error, match):
     event_shape = kwargs.pop("event_shape", [8, 8, 1])

@@ -110,7 +110,8 @@ SHIPPED = {
     "spline": RationalQuadraticSpline(num_bins=5, range=2.0),
     "logistic_mixture": LogisticMixtureCDF(num_components=3, scale_bound=2.0),
 }
-ALL = {**SHIPPED, "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
+ALL = {**SHIPPED, "affine_sigmoid": Affine(log_scale_bound=2.0, scale="sigmoid"),
+       "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
 
 
 # -- transformers on their own ------------------------------------------------------------
@@ -161,6 +162,24 @@ def test_inverse_is_finite_for_extreme_inputs_and_parameters(name):
     assert not np.any(np.isnan(x))
 
 
+def test_the_sigmoid_scale_lets_the_inverse_shrink_but_barely_grow():
+    """`exp(-s) = sigmoid(s_raw + 2) / sigmoid(2)`, its log soft-clamped at `-c`: the inverse
+    multiplies by at most `1 / sigmoid(2)` however large `s_raw`, where the soft-clamped
+    `exp` scale reaches `e^c`."""
+    raw = np.array([-1e30, -50.0, -2.0, 0.0, 2.0, 50.0, 1e30])
+    params = tf.constant(np.stack([np.zeros_like(raw), raw], axis=-1))
+    ones = tf.ones([len(raw)], tf.float64)
+    x, log_det = Affine(2.0, scale="sigmoid").inverse(ones, params)
+    log_sigmoid = lambda z: -np.logaddexp(0.0, -z)  # noqa: E731
+    expected = 2.0 * np.tanh((log_sigmoid(raw + 2.0) - log_sigmoid(2.0)) / 2.0)
+    np.testing.assert_allclose(log_det, expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(x, np.exp(expected), rtol=1e-12)
+    assert np.all(np.diff(x) >= 0)  # grows with s_raw
+    assert x[-1] <= 1.0 + math.exp(-2.0) and x[0] >= math.exp(-2.0) and x[3] == 1.0
+    x_exp, _ = Affine(2.0).inverse(ones, params)
+    np.testing.assert_allclose([x_exp[0], x_exp[-1]], [math.exp(2.0), math.exp(-2.0)])
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_config_round_trip(name):
     transformer = ALL[name]
@@ -186,6 +205,8 @@ def test_get_transformer():
      r"log_scale_bound must be a positive number, got 0"),
     (lambda: Affine(log_scale_bound="3"), TypeError,
      r"log_scale_bound must be a positive number, got '3' of type str"),
+    (lambda: Affine(scale="softplus"), ValueError,
+     r"scale must be one of 'exp', 'sigmoid'; got 'softplus'"),
     (lambda: RationalQuadraticSpline(num_bins=1), ValueError,
      r"num_bins must be an int >= 2, got 1"),
     (lambda: RationalQuadraticSpline(num_bins=2.5), TypeError,
@@ -271,15 +292,17 @@ def test_user_transformer_conditional_under_xla(scheme):
 
 def test_generic_coupling_equals_the_aliases():
     """`AffineCoupling` is `Coupling` with `Affine`: same sizes, same numbers."""
-    for alias, transformer in [(bijectors.AffineCoupling, Affine(3.0)),
-                               (bijectors.AdditiveCoupling, Additive())]:
+    for alias, kwargs, transformer in [
+            (bijectors.AffineCoupling, {}, Affine(3.0)),
+            (bijectors.AffineCoupling, {"scale": "sigmoid"}, Affine(3.0, scale="sigmoid")),
+            (bijectors.AdditiveCoupling, {}, Additive())]:
         for mask, shape in [("half", [5]), ("checkerboard", IMAGE)]:
             size = alias.conditioner_output_size(shape, mask, 1)  # positional, as builders
             assert size == Coupling.conditioner_output_size(shape, transformer, mask, 1)
             conditioner = (nets.ConvResNet(4, 1, size, zero_init=False, dtype="float64")
                            if len(shape) == 3 else
                            nets.MLP([8], size, zero_init=False, dtype="float64"))
-            fixed = alias(conditioner, shape, mask=mask, parity=1)
+            fixed = alias(conditioner, shape, mask=mask, parity=1, **kwargs)
             generic = Coupling(conditioner, shape, transformer, mask=mask, parity=1)
             assert fixed.transformer == transformer and fixed.num_params == generic.num_params
             x = normal([3, *shape])

@@ -14,6 +14,7 @@ from tfp_flows.bijectors.scaling import DiagonalScale
 from tfp_flows.bijectors.split import SplitChannels
 from tfp_flows.bijectors.squeeze import Squeeze
 from tfp_flows.bijectors.transformers import (
+    AFFINE_SCALES,
     TRANSFORMER_NAMES,
     Additive,
     Affine,
@@ -24,6 +25,7 @@ from tfp_flows.bijectors.transformers import (
 )
 
 __all__ = [
+    "AFFINE_SCALES",
     "MASKS",
     "TRANSFORMER_NAMES",
     "ActNorm",

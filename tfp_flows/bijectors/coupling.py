@@ -236,8 +236,10 @@ class AdditiveCoupling(Coupling):
 class AffineCoupling(Coupling):
     """RealNVP affine coupling: `Coupling` with the `Affine` transformer.
 
-    With `x = (x_a, x_b)` split by the mask, `(t, s_raw) = conditioner(x_a)` and the soft
-    clamp `s = c * tanh(s_raw / c)` (`c = log_scale_bound`):
+    With `x = (x_a, x_b)` split by the mask, `(t, s_raw) = conditioner(x_a)` and the
+    log-scale `s` from `s_raw` (with `scale="exp"`, the soft clamp `s = c * tanh(s_raw /
+    c)`, `c = log_scale_bound`; with `scale="sigmoid"`, Glow's `exp(-s) = sigmoid(s_raw +
+    2) / sigmoid(2)`, so that the inverse can barely grow its output: see `Affine`):
 
     - forward: `y_a = x_a`, `y_b = x_b * exp(s) + t`
     - inverse: `x_a = y_a`, `x_b = (y_b - t) * exp(-s)`
@@ -258,16 +260,18 @@ class AffineCoupling(Coupling):
         context_size: size of the context's last axis (see `Coupling`).
         validate_args: TFP's argument validation flag.
         name: bijector name.
+        scale: `"exp"` or `"sigmoid"`, the scale's parameterisation (see `Affine`).
     """
 
     num_params = 2
 
     def __init__(self, conditioner, event_shape, mask="half", parity=0, conditional=None,
                  log_scale_bound=3.0, context_size=None, validate_args=False,
-                 name="affine_coupling"):
+                 name="affine_coupling", scale="exp"):
         parameters = dict(locals())
-        transformer = Affine(log_scale_bound)
+        transformer = Affine(log_scale_bound, scale=scale)
         self.log_scale_bound = transformer.log_scale_bound
+        self.scale = transformer.scale
         super().__init__(conditioner, event_shape, transformer, mask=mask, parity=parity,
                          conditional=conditional, context_size=context_size,
                          validate_args=validate_args, name=name, parameters=parameters)

@@ -21,12 +21,18 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows._validation import check_int, check_number, check_positive_number
+from tfp_flows._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_number,
+)
 from tfp_flows.bijectors.base import soft_clamp
 
 __all__ = [
     "TRANSFORMER_NAMES",
     "Additive",
+    "AFFINE_SCALES",
     "Affine",
     "LogisticMixtureCDF",
     "RationalQuadraticSpline",
@@ -37,6 +43,8 @@ __all__ = [
 # Lower bounds keeping every spline bin and knot slope away from zero (Durkan et al.).
 _MIN_BIN_SIZE = 1e-3
 _MIN_SLOPE = 1e-3
+# How `Affine` maps its raw log-scale parameter to a scale.
+AFFINE_SCALES = ("exp", "sigmoid")
 
 
 class Transformer(abc.ABC):
@@ -122,37 +130,64 @@ class Additive(Transformer):
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class Affine(Transformer):
-    """RealNVP's affine transformer with a soft-clamped log-scale.
+    """RealNVP's affine transformer with a bounded log-scale.
 
-    With the parameters `(t, s_raw)` (in that order on the params axis) and
-    `s = c * tanh(s_raw / c)`, `c = log_scale_bound`:
+    With the parameters `(t, s_raw)` (in that order on the params axis) and a log-scale `s`
+    computed from `s_raw`:
 
     - forward: `y = x * exp(s) + t`
     - inverse: `x = (y - t) * exp(-s)`
     - log-det: `s` forward, `-s` inverse
 
-    Zero parameters are the identity map.
+    `scale` says how `s` comes from `s_raw` (`c = log_scale_bound`):
+
+    - `"exp"`: the soft clamp `s = c * tanh(s_raw / c)`; either direction scales by a
+      factor in `(e^-c, e^c)`.
+    - `"sigmoid"`: Glow's scale, `exp(-s) = sigmoid(s_raw + 2) / sigmoid(2)` with `log
+      exp(-s)` soft-clamped to at least `-c`: the inverse multiplies by a factor in
+      `(e^-c, 1 / sigmoid(2) ~ 1.135)`, so it can shrink but barely grow.
+
+    Flows here run a coupling's inverse in the data -> noise direction. With `"exp"` a
+    stack of couplings can compound growth there: on an input unlike the training data,
+    one coupling's larger output reaches the next conditioner, whose log-scales then
+    saturate at the growing bound too, up to `e^(c n)` over `n` couplings (NLLs of `1e10`
+    bits/dim and more). `"sigmoid"` caps that at `1.135^n`; it suits flows that normalise
+    their activations otherwise (Glow's ActNorm), as each coupling can hardly expand them.
+
+    Zero parameters are the identity map in both cases.
 
     Reference: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
-    arXiv:1605.08803.
+    arXiv:1605.08803; Kingma, Dhariwal, "Glow: Generative Flow with Invertible 1x1
+    Convolutions", arXiv:1807.03039 (the sigmoid scale, in its code).
 
     Args:
         log_scale_bound: positive bound `c` of the soft clamp.
+        scale: `"exp"` or `"sigmoid"`, the parameterisation of the scale.
 
     Raises:
         TypeError: `log_scale_bound` is not a number.
-        ValueError: `log_scale_bound` is not finite and positive.
+        ValueError: `log_scale_bound` is not finite and positive, or `scale` is not one of
+            `AFFINE_SCALES`.
     """
 
-    def __init__(self, log_scale_bound=3.0):
+    def __init__(self, log_scale_bound=3.0, scale="exp"):
         self.log_scale_bound = check_positive_number("log_scale_bound", log_scale_bound)
+        self.scale = check_choice("scale", scale, AFFINE_SCALES)
 
     @property
     def num_params(self):
         return 2
 
     def _shift_and_log_scale(self, params):
-        return params[..., 0], soft_clamp(params[..., 1], self.log_scale_bound)
+        raw = params[..., 1]
+        if self.scale == "sigmoid":
+            # log of the inverse's factor sigmoid(raw + 2) / sigmoid(2), at most
+            # -log sigmoid(2) ~ 0.127: the soft clamp only bounds its shrinking side. Both
+            # terms by the same op in the same dtype: exactly 0 (the identity) at raw = 0.
+            two = tf.constant(2.0, raw.dtype)
+            log_factor = tf.math.log_sigmoid(raw + two) - tf.math.log_sigmoid(two)
+            return params[..., 0], -soft_clamp(log_factor, self.log_scale_bound)
+        return params[..., 0], soft_clamp(raw, self.log_scale_bound)
 
     def forward(self, x, params):
         shift, log_scale = self._shift_and_log_scale(params)
@@ -163,7 +198,7 @@ class Affine(Transformer):
         return (y - shift) * tf.exp(-log_scale), -log_scale
 
     def get_config(self):
-        return {"log_scale_bound": self.log_scale_bound}
+        return {"log_scale_bound": self.log_scale_bound, "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")

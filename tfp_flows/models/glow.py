@@ -38,6 +38,16 @@ class Glow(Flow):
     `nets.ConvResNet(hidden_channels, num_blocks, ...)` instead, a conv ResNet of
     `num_blocks` residual blocks (the only conditioner before there was a choice).
 
+    The affine couplings' scales are, with `coupling_scale="sigmoid"`, the paper's: in the
+    data -> noise direction a coupling multiplies by `sigmoid(s_raw + 2) / sigmoid(2)`
+    (normalised so a fresh coupling is the identity), so it can shrink its input but
+    hardly grow it (by at most 1.135), and the ActNorms do the normalising. With
+    `coupling_scale="exp"` (the only scale before there was a choice) each coupling may
+    grow it by up to `e^log_scale_bound`; over many couplings that growth compounds on
+    images unlike the training ones, whose NLL can reach `1e10` bits/dim and more (see
+    `tff.bijectors.Affine`). The split priors keep the `"exp"` scale: their output leaves
+    the flow, nothing compounds it.
+
     With `num_bins=K` the chain ends with `LevelScaling(K, centered=True)`: the density is
     over dequantized data in `[0, K)` (for example `uniform_dequantize`d 8-bit images with
     `K = 256`), so the reported NLL and `bits_per_dim` are those of the discrete data. With
@@ -60,11 +70,14 @@ class Glow(Flow):
             models continuous data as given).
         logit_alpha: with `num_bins`, model the logit of the data scaled to `[0, 1)`
             (RealNVP's `LogitTransform`, margin `alpha`) instead of the data centred on 0.
-        log_scale_bound: bound of the soft-clamped coupling log-scales.
+        log_scale_bound: bound of the soft-clamped log-scales of the couplings (with
+            `coupling_scale="sigmoid"`, of their shrinking side only) and split priors.
         context_size: context vector size for a conditional flow.
         seed: seed of the 1x1 convolutions' random orthogonal initialisation.
         conditioner: `"glow"` (the paper's network, `nets.GlowConvNet`) or `"resnet"`
             (`nets.ConvResNet`), for the couplings and the split priors.
+        coupling_scale: `"sigmoid"` (the paper's) or `"exp"`, the scale of the affine
+            couplings (see above and `tff.bijectors.Affine`).
         **kwargs: `name`, `dtype` of the Keras model.
 
     Example:
@@ -76,7 +89,7 @@ class Glow(Flow):
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=128,
                  num_blocks=1, coupling="affine", lu=True, split_prior=True, num_bins=None,
                  logit_alpha=None, log_scale_bound=3.0, context_size=None, seed=0,
-                 conditioner="glow", **kwargs):
+                 conditioner="glow", coupling_scale="sigmoid", **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
@@ -85,6 +98,8 @@ class Glow(Flow):
         self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
         self.num_blocks = check_positive_int("num_blocks", num_blocks)
         self.conditioner = check_choice("conditioner", conditioner, _CONDITIONERS)
+        self.coupling_scale = check_choice("coupling_scale", coupling_scale,
+                                           bijectors.AFFINE_SCALES)
         size = 2 ** self.num_levels
         if self.event_shape[0] % size or self.event_shape[1] % size:
             raise ValueError(f"Glow with num_levels={num_levels} needs height and width "
@@ -113,14 +128,14 @@ class Glow(Flow):
         return nets.GlowConvNet(self.hidden_channels, output_channels,
                                 dtype=self.dtype_policy, name=name)
 
-    def _coupling(self, coupling_class, shape, parity, name, conditioners):
+    def _coupling(self, coupling_class, shape, parity, name, conditioners, scale="exp"):
         conditioner = self._conditioner_layer(
             coupling_class.conditioner_output_size(shape, "half", parity),
             f"{name}_conditioner")
         conditioners.append(conditioner)
         extra = {}
         if coupling_class is bijectors.AffineCoupling:
-            extra["log_scale_bound"] = self.log_scale_bound
+            extra.update(log_scale_bound=self.log_scale_bound, scale=scale)
         return coupling_class(conditioner, shape, mask="half", parity=parity,
                               conditional=self.conditional, context_size=self.context_size,
                               name=name, **extra)
@@ -136,7 +151,7 @@ class Glow(Flow):
             bijectors.ActNorm(actnorm, shape, name=f"{name}_actnorm"),
             bijectors.InvertibleConv1x1(kernel, shape, name=f"{name}_conv1x1"),
             self._coupling(_COUPLINGS[self.coupling], shape, parity, f"{name}_coupling",
-                           self.conditioners),
+                           self.conditioners, scale=self.coupling_scale),
         ]
 
     def _level_steps(self, shape, level):
@@ -166,9 +181,11 @@ class Glow(Flow):
             "log_scale_bound": self.log_scale_bound,
             "seed": self.seed,
             "conditioner": self.conditioner,
+            "coupling_scale": self.coupling_scale,
         }
 
     @classmethod
     def from_config(cls, config):
-        # A config without `conditioner` was saved when ConvResNet was the only one.
-        return super().from_config({"conditioner": "resnet", **config})
+        # A config without `conditioner` was saved when ConvResNet was the only one, one
+        # without `coupling_scale` when the couplings' scales were soft-clamped exponentials.
+        return super().from_config({"conditioner": "resnet", "coupling_scale": "exp", **config})

@@ -89,6 +89,11 @@ class NanoFlow(SharedTrunkSteps, Flow):
         seed: seed of the 1x1 convolutions' random orthogonal initialisation.
         scheme: `"coupling"` (Glow's affine-coupling layout, any data) or
             `"autoregressive"` (MAF steps over a shared MADE trunk, vectors only).
+        coupling_scale: the scale of the steps' `"affine"` transformer (see
+            `tff.bijectors.Affine`): `"sigmoid"`, Glow's, which lets a step barely grow
+            the values it passes towards the noise (no compounding blow-ups on images
+            unlike the training ones), or `"exp"`, a soft-clamped `exp` letting each step
+            grow them by up to `e^3`. Ignored for other transformers.
         **kwargs: `name`, `dtype` (and `dequantization`) of `Flow`.
 
     Raises:
@@ -111,7 +116,8 @@ class NanoFlow(SharedTrunkSteps, Flow):
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=32,
                  num_blocks=1, hidden_units=(64, 64), sharing="nanoflow", embedding=None,
                  embedding_channels=8, transformer="affine", lu=True, split_prior=True,
-                 num_bins=None, logit_alpha=None, seed=0, scheme="coupling", **kwargs):
+                 num_bins=None, logit_alpha=None, seed=0, scheme="coupling",
+                 coupling_scale="sigmoid", **kwargs):
         super().__init__(event_shape, **kwargs)
         if self.context_size is not None:
             raise ValueError(f"NanoFlow has no conditional form; got context_size="
@@ -125,7 +131,11 @@ class NanoFlow(SharedTrunkSteps, Flow):
         self._init_sharing(sharing, embedding, embedding_channels, default_embedding="concat")
         if isinstance(transformer, dict):  # a Transformer serialized by get_config
             transformer = bijectors.get_transformer(transformer)
-        self._transformer = bijectors.get_transformer(transformer)
+        self.coupling_scale = _validation.check_choice("coupling_scale", coupling_scale,
+                                                       bijectors.AFFINE_SCALES)
+        self._transformer = (bijectors.Affine(scale=self.coupling_scale)
+                             if isinstance(transformer, str) and transformer == "affine"
+                             else bijectors.get_transformer(transformer))
         self.transformer = transformer
         self.lu = _validation.check_bool("lu", lu)
         self.split_prior = _validation.check_bool("split_prior", split_prior)
@@ -237,4 +247,11 @@ class NanoFlow(SharedTrunkSteps, Flow):
             "logit_alpha": self.logit_alpha,
             "seed": self.seed,
             "scheme": self.scheme,
+            "coupling_scale": self.coupling_scale,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # A config without `coupling_scale` was saved when the "affine" transformer's scale
+        # was always the soft-clamped exponential.
+        return super().from_config({"coupling_scale": "exp", **config})
