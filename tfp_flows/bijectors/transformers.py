@@ -21,7 +21,12 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows._validation import check_int, check_number, check_positive_number
+from tfp_flows._validation import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_number,
+)
 from tfp_flows.bijectors.base import soft_clamp
 
 __all__ = [
@@ -125,27 +130,47 @@ class Affine(Transformer):
     """RealNVP's affine transformer with a soft-clamped log-scale.
 
     With the parameters `(t, s_raw)` (in that order on the params axis) and
-    `s = c * tanh(s_raw / c)`, `c = log_scale_bound`:
+    `s = c * tanh(s_raw / c)`, `c = log_scale_bound`, `direction` says which of the two
+    maps is `x * exp(s) + t`:
 
-    - forward: `y = x * exp(s) + t`
-    - inverse: `x = (y - t) * exp(-s)`
-    - log-det: `s` forward, `-s` inverse
+    - `"forward"` (the default): forward `y = x * exp(s) + t`, inverse
+      `x = (y - t) * exp(-s)`; log-det `s` forward, `-s` inverse.
+    - `"inverse"`: inverse `x = y * exp(s) + t`, forward `y = (x - t) * exp(-s)`; log-det
+      `-s` forward, `s` inverse.
 
-    Zero parameters are the identity map.
+    The two describe the same family of maps, but not the same function of the
+    conditioner's output, and they train differently: in a flow whose `inverse` is the
+    density direction (data -> noise, as in every tfp_flows bijector), `"inverse"` makes
+    the shift act after the scale on the data side, the parameterisation of RealNVP's
+    paper, of zuko's and nflows' MAF and of IAF's sampling pass. Measured on 63-d image
+    patches, a MAF with it reached a better test likelihood (docs/families/maf.md). Zero
+    parameters are the identity map either way.
 
     Reference: Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP",
     arXiv:1605.08803.
 
     Args:
         log_scale_bound: positive bound `c` of the soft clamp.
+        direction: `"forward"` or `"inverse"`, the map that is `x * exp(s) + t`.
 
     Raises:
         TypeError: `log_scale_bound` is not a number.
-        ValueError: `log_scale_bound` is not finite and positive.
+        ValueError: `log_scale_bound` is not finite and positive, or `direction` is
+            neither `"forward"` nor `"inverse"`.
+
+    Example:
+        >>> params = tf.constant([[1.0, 0.0]])  # t = 1, s = 0
+        >>> Affine().forward(tf.constant([2.0]), params)[0].numpy()
+        array([3.], dtype=float32)
+        >>> Affine(direction="inverse").forward(tf.constant([2.0]), params)[0].numpy()
+        array([1.], dtype=float32)
     """
 
-    def __init__(self, log_scale_bound=3.0):
+    DIRECTIONS = ("forward", "inverse")
+
+    def __init__(self, log_scale_bound=3.0, direction="forward"):
         self.log_scale_bound = check_positive_number("log_scale_bound", log_scale_bound)
+        self.direction = check_choice("direction", direction, self.DIRECTIONS)
 
     @property
     def num_params(self):
@@ -154,16 +179,26 @@ class Affine(Transformer):
     def _shift_and_log_scale(self, params):
         return params[..., 0], soft_clamp(params[..., 1], self.log_scale_bound)
 
-    def forward(self, x, params):
+    def _scale_then_shift(self, x, params):
         shift, log_scale = self._shift_and_log_scale(params)
         return x * tf.exp(log_scale) + shift, log_scale
 
-    def inverse(self, y, params):
+    def _unshift_then_unscale(self, y, params):
         shift, log_scale = self._shift_and_log_scale(params)
         return (y - shift) * tf.exp(-log_scale), -log_scale
 
+    def forward(self, x, params):
+        if self.direction == "forward":
+            return self._scale_then_shift(x, params)
+        return self._unshift_then_unscale(x, params)
+
+    def inverse(self, y, params):
+        if self.direction == "forward":
+            return self._unshift_then_unscale(y, params)
+        return self._scale_then_shift(y, params)
+
     def get_config(self):
-        return {"log_scale_bound": self.log_scale_bound}
+        return {"log_scale_bound": self.log_scale_bound, "direction": self.direction}
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
