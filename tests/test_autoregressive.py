@@ -12,11 +12,12 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import models, nets
-from tfp_flows.bijectors import MaskedAutoregressiveFlow
+from tfp_flows.bijectors import ActNorm, MaskedAutoregressiveFlow, initialize_actnorm
 from tfp_flows.datasets import load_toy
 from tfp_flows.testing import check_bijector, discover_trainable_variables
 
 tfb = tfp.bijectors
+tfd = tfp.distributions
 
 CONTEXT_SIZE = 2
 
@@ -267,14 +268,18 @@ def test_orderings_alternate_or_are_seeded_random():
     orders = random_orders()
     assert len({tuple(o) for o in orders}) == 3
     assert random_orders() == orders
-    # Orderings replace permutations: the chain holds only the autoregressive steps.
+    # Orderings replace permutations: after the data-end ActNorm, the chain holds only the
+    # autoregressive steps.
     assert [type(b).__name__ for b in reverse.bijector.bijectors] == [
-        "MaskedAutoregressiveFlow"] * 3
+        "ActNorm", *["MaskedAutoregressiveFlow"] * 3]
 
 
 def test_iaf_with_maf_weights_in_reverse_step_order_is_the_inverse_of_maf():
-    maf_flow = perturb(small(models.MAF, num_layers=3, transformer="spline", num_spline_bins=4))
-    iaf_flow = small(models.IAF, num_layers=3, transformer="spline", num_spline_bins=4)
+    # Without the data-end ActNorms, which both flows put at their data end.
+    maf_flow = perturb(small(models.MAF, num_layers=3, transformer="spline", num_spline_bins=4,
+                             actnorm=False))
+    iaf_flow = small(models.IAF, num_layers=3, transformer="spline", num_spline_bins=4,
+                     actnorm=False)
     # Step k of the IAF undoes step L-1-k of the MAF (3 steps: the orders match too).
     for iaf_made, maf_made in zip(iaf_flow.mades, reversed(maf_flow.mades), strict=True):
         np.testing.assert_array_equal(iaf_made.input_order, maf_made.input_order)
@@ -287,14 +292,17 @@ def test_iaf_with_maf_weights_in_reverse_step_order_is_the_inverse_of_maf():
 
 
 @pytest.mark.parametrize("builder, options, variables, params", [
-    # Masked layers hold full kernels: 4 -> 8 -> 8 -> 4*2, plus biases, per MADE.
-    (models.MAF, dict(num_layers=2, hidden_units=[8, 8]), 2 * 6,
+    # Masked layers hold full kernels: 4 -> 8 -> 8 -> 4*2, plus biases, per MADE; the
+    # data-end ActNorm a log-scale and a bias of 4 each.
+    (models.MAF, dict(num_layers=2, hidden_units=[8, 8]), 2 * 6 + 2,
+     2 * (4 * 8 + 8 + 8 * 8 + 8 + 8 * 8 + 8) + 2 * 4),
+    (models.MAF, dict(num_layers=2, hidden_units=[8, 8], actnorm=False), 2 * 6,
      2 * (4 * 8 + 8 + 8 * 8 + 8 + 8 * 8 + 8)),
     # ResMADE, spline with 3 bins (3*3-1 = 8 params per dim), context 2 (two unbiased
     # kernels: into the first hidden layer and into the output).
     (models.IAF, dict(num_layers=3, hidden_units=[8], num_blocks=1, transformer="spline",
-                      num_spline_bins=3, context_size=2), 3 * 10,
-     3 * (4 * 8 + 8 + 2 * (8 * 8 + 8) + 8 * 32 + 32 + 2 * 8 + 2 * 32)),
+                      num_spline_bins=3, context_size=2), 3 * 10 + 2,
+     3 * (4 * 8 + 8 + 2 * (8 * 8 + 8) + 8 * 32 + 32 + 2 * 8 + 2 * 32) + 2 * 4),
 ])
 def test_trainable_weight_count(builder, options, variables, params):
     flow = builder([4], **options)
@@ -302,6 +310,72 @@ def test_trainable_weight_count(builder, options, variables, params):
     assert sum(int(np.prod(w.shape)) for w in flow.trainable_weights) == params
     reached = discover_trainable_variables(flow.bijector)
     assert {id(v) for v in reached} == {id(v) for v in flow.trainable_weights}
+
+
+# -- the data-end ActNorm and the start at the identity -------------------------------------
+
+
+def scaled_data(batch=128, dtype="float32"):
+    """Data far from the base's scale: per-dimension means and stds of 1e-2 to 1e1."""
+    return (normal([batch, 3], seed=5, dtype="float64") * [0.01, 2.0, 10.0]
+            + [1.0, -3.0, 20.0]).astype(dtype)
+
+
+@pytest.mark.parametrize("builder", [models.MAF, models.IAF])
+def test_fresh_flow_is_the_identity_with_random_hidden_layers(builder):
+    flow = small(builder)
+    assert flow.actnorm and float(flow.data_actnorm.initialized) == 0.0
+    assert np.any(flow.mades[0].hidden_layers[0].kernel.numpy() != 0.0)  # fan-in init
+    x = scaled_data(batch=4)
+    np.testing.assert_allclose(flow.inverse(x), x, rtol=1e-6)
+    np.testing.assert_allclose(flow.forward(x), x, rtol=1e-6)
+    np.testing.assert_allclose(flow.log_prob(x), standard_normal_log_prob(x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("builder", [models.MAF, models.IAF])
+def test_fit_initialises_the_data_end_actnorm_to_zero_mean_unit_variance(builder):
+    flow = small(builder)
+    x = scaled_data()
+    # A zero learning rate: the MADEs stay zero, only the initialisation changes the flow.
+    flow.compile(optimizer=keras.optimizers.SGD(0.0))
+    flow.fit(x, batch_size=len(x), epochs=1, verbose=0)
+    assert float(flow.data_actnorm.initialized) == 1.0
+    actnorm = flow.bijector.bijectors[0]
+    assert isinstance(actnorm, ActNorm) and actnorm.params_layer is flow.data_actnorm
+    z = actnorm.inverse(tf.identity(x)).numpy()
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-3)
+    # The steps are still the identity: the density is the data's per-dimension normal,
+    # the ActNorm's log-det (-sum log std) counted.
+    expected = tfd.Normal(x.mean(axis=0), x.std(axis=0)).log_prob(x).numpy().sum(axis=-1)
+    np.testing.assert_allclose(flow.log_prob(x), expected, rtol=1e-3)
+    np.testing.assert_allclose(actnorm.inverse_log_det_jacobian(x, event_ndims=1),
+                               -np.log(x.std(axis=0)).sum() * np.ones(len(x)), rtol=1e-3)
+    # Trained further, it is not initialised again.
+    log_scale = flow.data_actnorm.log_scale.numpy().copy()
+    flow.fit(x[:64] * 3.0, batch_size=64, epochs=1, verbose=0)
+    np.testing.assert_array_equal(flow.data_actnorm.log_scale.numpy(), log_scale)
+
+
+def test_actnorm_state_survives_the_keras_file_and_can_be_turned_off(tmp_path):
+    flow = small(models.MAF)
+    x = scaled_data()
+    assert initialize_actnorm(flow, x) == 1
+    flow = perturb(flow, seed=2)
+    flow.data_actnorm.initialized.assign(1.0)
+    expected = flow.log_prob(x).numpy()
+    flow.save(tmp_path / "flow.keras")
+    loaded = keras.saving.load_model(tmp_path / "flow.keras")
+    assert loaded.get_config()["actnorm"] is True
+    assert float(loaded.data_actnorm.initialized) == 1.0
+    np.testing.assert_allclose(loaded.log_prob(x), expected, rtol=1e-5)
+    plain = small(models.IAF, actnorm=False)
+    assert plain.data_actnorm is None and plain.get_config()["actnorm"] is False
+    assert not any(isinstance(b, ActNorm) for b in plain.bijector.bijectors)
+    rebuilt = models.IAF.from_config(plain.get_config())
+    assert rebuilt.data_actnorm is None and len(rebuilt.weights) == len(plain.weights)
+    with pytest.raises(TypeError, match="actnorm must be a bool, got 1"):
+        small(models.MAF, actnorm=1)
 
 
 @pytest.mark.parametrize("name", ["maf_spline", "iaf_spline_conditional"])
@@ -426,8 +500,8 @@ def _parameter_count(flow):
 
 
 # Parameter counts (masked MADE entries included): RealNVP 6 x MLP 1 -> 66 -> 66 -> 2 =
-# 28128; spline MAF 3 x MADE 2 -> 75 -> 75 -> 2 * 23 = 28263 (+0.5%); affine MAF
-# 6 x MADE 2 -> 64 -> 64 -> 2 * 2 = 27672 (-1.6%).
+# 28128; spline MAF 3 x MADE 2 -> 75 -> 75 -> 2 * 23 plus the data-end ActNorm's 4 =
+# 28267 (+0.5%); affine MAF 6 x MADE 2 -> 64 -> 64 -> 2 * 2 plus 4 = 27676 (-1.6%).
 _TOY_FLOWS = {
     "RealNVP": lambda: models.RealNVP([2], num_layers=6, hidden_units=[66, 66]),
     "MAF spline": lambda: models.MAF([2], num_layers=3, hidden_units=[75, 75],

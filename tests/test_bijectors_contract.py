@@ -266,6 +266,9 @@ REGISTRY = {
                                       None),
     "logit_transform_image_alpha0": lambda dtype: (
         bijectors.LogitTransform(IMAGE, alpha=0.0), _data(IMAGE, dtype), None),
+    "standardize": lambda dtype: (
+        bijectors.Standardize(np.linspace(-1.0, 2.0, VECTOR[0]), np.linspace(0.2, 3.0, VECTOR[0])),
+        _data(VECTOR, dtype), None),
     "conv1x1_plain": conv1x1_case(GLOW_IMAGE, lu=False),
     "conv1x1_lu": conv1x1_case(GLOW_IMAGE, lu=True),
     "conv1x1_lu_vector": conv1x1_case(VECTOR, lu=True),
@@ -294,6 +297,8 @@ REGISTRY = {
     "coupling_logistic_mixture_image": coupling_case(MIXTURE, IMAGE, "checkerboard", 1),
     "maf_additive_transformer": maf_case(ADDITIVE),
     "maf_affine_transformer": maf_case(AFFINE, conditional=True),
+    "coupling_affine_inverse_direction": coupling_case(
+        bijectors.Affine(2.0, direction="inverse"), VECTOR, "half", 1),
     "maf_logistic_mixture_transformer": maf_case(MIXTURE),
     "maf_model": autoregressive_model_case(models.MAF),
     "grouped_autoregressive": lambda dtype: (bijectors.GroupedAutoregressive(

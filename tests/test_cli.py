@@ -105,6 +105,26 @@ def test_train_autoregressive_flows_on_toy_data(model, tmp_path):
                      "--num-layers", "2", "--hidden-units", "8", *TINY]) == 0
     metrics = _check_outputs(out, extra=("checkpoints", "logs"))
     assert metrics["model"] == model and metrics["num_layers"] == 2
+    assert metrics["standardize"] is cli.DEMO_DEFAULTS["standardize"] is False
+
+
+def test_vector_flows_standardise_the_training_set_unless_told_not_to():
+    parser = cli.build_parser()
+    x = np.random.default_rng(0).normal(size=[50, 2]) * [3.0, 0.5] + [1.0, -2.0]
+    for argv, expected in ((["--standardize"], True), ([], False),
+                           (["--no-standardize"], False)):
+        settings = cli._settings(parser.parse_args(
+            ["train", "--model", "maf", "--dataset", "two_moons", "--out", "x",
+             "--num-layers", "1", "--hidden-units", "4", *argv]))
+        assert settings["standardize"] is expected
+        flow = cli.build_flow(settings, [2], train=x)
+        first = flow.bijector.bijectors[0]
+        assert (first.name == "standardize") is expected
+        if expected:
+            np.testing.assert_allclose(first.mean, x.mean(axis=0))
+            np.testing.assert_allclose(first.std, x.std(axis=0))
+    demo = cli._settings(parser.parse_args(["demo", "--standardize"]))
+    assert demo == {**cli.DEMO_DEFAULTS, "standardize": True}
 
 
 @pytest.mark.slow
@@ -176,6 +196,8 @@ def test_settings_follow_defaults_quick_and_explicit_options():
       "--num-steps", "4"], "--num-steps does not apply to --model realnvp on toy data"),
     (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--num-points", "100"],
      "--num-points does not apply to --model glow on image data (digits)"),
+    (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--standardize"],
+     "--standardize does not apply to --model glow on image data (digits)"),
     (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--image-size", "16"],
      "--image-size does not apply to --model glow on image data (digits)"),
     (["train", "--model", "glow", "--dataset", "digits", "--out", "x", "--logit-alpha", "0.5"],

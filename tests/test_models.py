@@ -169,27 +169,29 @@ MODELS = {
         + 20 + 100 + _dense_attention_net(5, 4, 1, 2, 10)[1] + 20),
     # MAF/IAF on [4]: each MADE holds full (masked) kernels, 4 -> 8 (-> 8) -> 4 * params
     # per dimension (affine 2, spline 3 * bins - 1); a context enters through two unbiased
-    # kernels, into the first hidden layer and into the output.
+    # kernels, into the first hidden layer and into the output. The data-end ActNorm adds
+    # a log-scale and a bias of 4 (and its non-trainable flag).
     "maf_vector": (
         lambda: models.MAF([4], num_layers=2, hidden_units=[8, 8]),
-        2 * 3 * 2,
-        2 * (dense(4, 8) + dense(8, 8) + dense(8, 4 * 2))),
+        2 * 3 * 2 + 2,
+        2 * (dense(4, 8) + dense(8, 8) + dense(8, 4 * 2)) + 2 * 4),
     "maf_spline_conditional": (
         lambda: models.MAF([4], num_layers=2, hidden_units=[8], transformer="spline",
                            num_spline_bins=3, orderings="random", context_size=CONTEXT_SIZE),
-        2 * (2 * 2 + 2),
-        2 * (dense(4, 8) + dense(8, 4 * 8) + CONTEXT_SIZE * 8 + CONTEXT_SIZE * 4 * 8)),
+        2 * (2 * 2 + 2) + 2,
+        2 * (dense(4, 8) + dense(8, 4 * 8) + CONTEXT_SIZE * 8 + CONTEXT_SIZE * 4 * 8)
+        + 2 * 4),
     "iaf_vector": (
-        lambda: models.IAF([4], num_layers=2, hidden_units=[8]),
+        lambda: models.IAF([4], num_layers=2, hidden_units=[8], actnorm=False),
         2 * 2 * 2,
         2 * (dense(4, 8) + dense(8, 4 * 2))),
     # ResMADE: input layer, one block of two 8 -> 8 layers, output layer.
     "iaf_residual_conditional": (
         lambda: models.IAF([4], num_layers=2, hidden_units=[8], num_blocks=1,
                            context_size=CONTEXT_SIZE),
-        2 * (4 * 2 + 2),
+        2 * (4 * 2 + 2) + 2,
         2 * (dense(4, 8) + 2 * dense(8, 8) + dense(8, 4 * 2) + CONTEXT_SIZE * 8
-             + CONTEXT_SIZE * 4 * 2)),
+             + CONTEXT_SIZE * 4 * 2) + 2 * 4),
     # NanoFlow [4, 4, 2], 2 levels of 2 steps, plain 1x1 kernels, the default "concat"
     # embedding of 8 channels. Level 0 works on [2, 2, 8]: per step an ActNorm 2x8, a kernel
     # 8x8, a 1x1 projection 4 -> 8 and a 2x2x8 embedding; one trunk on the kept 4 channels;

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows.bijectors import FlowChain, LevelScaling, LogitTransform
+from tfp_flows import models
+from tfp_flows.bijectors import FlowChain, LevelScaling, LogitTransform, Standardize
 from tfp_flows.distributions import uniform_dequantize
 from tfp_flows.training import BitsPerDim, bits_per_dim
 
@@ -233,3 +234,110 @@ def test_bits_per_dim_metric_reads_configs_saved_before_num_bins():
     clone = BitsPerDim.from_config(config)
     clone.update_state(np.array([-2 * math.log(2.0)], "float32"))
     assert float(clone.result()) == pytest.approx(1.0, rel=1e-6)
+
+
+# -- Standardize -----------------------------------------------------------------------------
+
+
+def _vectors(batch=64):
+    rng = np.random.default_rng(4)
+    return rng.normal(size=[batch, 3]) * [0.05, 1.0, 30.0] + [2.0, -1.0, 100.0]
+
+
+def test_standardize_maps_data_to_zero_mean_unit_std_and_counts_its_log_det():
+    x = _vectors()
+    standardize = Standardize.from_data(x)
+    np.testing.assert_allclose(standardize.mean, x.mean(axis=0))
+    np.testing.assert_allclose(standardize.std, x.std(axis=0))
+    z = standardize.inverse(tf.constant(x)).numpy()
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-12)
+    log_std = np.log(x.std(axis=0)).sum()
+    np.testing.assert_allclose(standardize.inverse_log_det_jacobian(x, event_ndims=1),
+                               [-log_std] * len(x))
+    np.testing.assert_allclose(standardize.forward_log_det_jacobian(z, event_ndims=1),
+                               [log_std] * len(x))
+    np.testing.assert_allclose(standardize.forward(tf.identity(z)), x, rtol=1e-12)
+    # A standard normal pushed through it is the data's per-dimension normal.
+    distribution = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(np.float64(0.0), 1.0), [3]), standardize)
+    expected = tfd.Normal(x.mean(axis=0), x.std(axis=0)).log_prob(x).numpy().sum(axis=-1)
+    np.testing.assert_allclose(distribution.log_prob(x), expected, rtol=1e-12)
+    assert standardize.inverse(x[:2].astype("float32")).dtype == tf.float32
+
+
+def test_standardize_config_round_trip_and_constant_dimensions():
+    x = _vectors()
+    x[:, 1] = 7.0
+    standardize = Standardize.from_data(x, min_std=1e-3)
+    assert standardize.std[1] == 1e-3
+    assert np.all(np.isfinite(standardize.inverse(x).numpy()))
+    config = standardize.get_config()
+    assert set(config) == {"mean", "std"} and isinstance(config["mean"], list)
+    rebuilt = Standardize(**config)
+    np.testing.assert_array_equal(rebuilt.mean, standardize.mean)
+    np.testing.assert_array_equal(rebuilt.std, standardize.std)
+    image = Standardize(np.zeros([2, 2, 1]), np.full([2, 2, 1], 2.0))
+    assert image.event_shape == [2, 2, 1]
+    np.testing.assert_allclose(image.inverse_log_det_jacobian(np.ones([1, 2, 2, 1]), 3),
+                               [-4 * math.log(2.0)])
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: Standardize([0.0, 0.0], [1.0, 0.0]), ValueError,
+     r"std must be positive, got \[1.0, 0.0\]"),
+    (lambda: Standardize([0.0, 0.0], [1.0, 1.0, 1.0]), ValueError,
+     r"mean and std must have the same shape, got \[2\] and \[3\]"),
+    (lambda: Standardize(0.0, 1.0), ValueError, "a scalar 0.0"),
+    (lambda: Standardize(["a"], [1.0]), TypeError, r"mean must be an array of numbers"),
+    (lambda: Standardize([np.nan], [1.0]), ValueError, r"mean must be finite, got \[nan\]"),
+    (lambda: Standardize.from_data(np.zeros([1, 3])), ValueError,
+     r"N >= 2 examples, got shape \[1, 3\]"),
+    (lambda: Standardize.from_data(np.zeros([4, 3]), min_std=0.0), ValueError,
+     "min_std must be a positive number, got 0.0"),
+])
+def test_standardize_bad_arguments(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_a_flow_with_standardize_models_the_data_in_their_own_units(tmp_path):
+    x = _vectors().astype("float32")
+    standardize = Standardize.from_data(x)
+
+    def build(**kwargs):
+        return models.MAF([3], num_layers=2, hidden_units=[8], actnorm=False, **kwargs)
+
+    flow, plain = build(standardize=standardize), build()
+    assert [b.name for b in flow.bijector.bijectors][0] == "standardize"
+    weights = [np.random.default_rng(1).normal(0.0, 0.3, w.shape) for w in flow.get_weights()]
+    flow.set_weights(weights)
+    plain.set_weights(weights)
+    z = (x - standardize.mean) / standardize.std
+    expected = plain.log_prob(z.astype("float32")).numpy() - np.log(standardize.std).sum()
+    np.testing.assert_allclose(flow.log_prob(x), expected, rtol=1e-5, atol=1e-4)
+    config = flow.get_config()
+    assert config["standardize"] == standardize.get_config()
+    assert "standardize" not in plain.get_config()
+    flow.save(tmp_path / "flow.keras")
+    loaded = keras.saving.load_model(tmp_path / "flow.keras")
+    np.testing.assert_allclose(loaded.log_prob(x), flow.log_prob(x), rtol=1e-6)
+    np.testing.assert_allclose(loaded.standardize.std, standardize.std)
+    # Samples come back in the data's units.
+    samples = flow.sample(2000, seed=0).numpy()
+    np.testing.assert_allclose(samples.mean(axis=0), standardize.mean,
+                               atol=0.5 * standardize.std.max())
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: models.MAF([3], standardize=(np.zeros(3), np.ones(3))), TypeError,
+     "standardize must be None or a tfp_flows.bijectors.Standardize, got tuple"),
+    (lambda: models.MAF([4], standardize=Standardize(np.zeros(3), np.ones(3))), ValueError,
+     r"standardize has the shape \[3\], which must be the event_shape \[4\]"),
+    (lambda: models.RealNVP([4], num_layers=1, hidden_units=[4], num_bins=17,
+                            standardize=Standardize(np.zeros(4), np.ones(4))), ValueError,
+     "standardize needs continuous data"),
+])
+def test_standardize_on_a_flow_is_checked(build, error, match):
+    with pytest.raises(error, match=match):
+        build()

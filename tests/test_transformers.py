@@ -111,6 +111,7 @@ SHIPPED = {
     "logistic_mixture": LogisticMixtureCDF(num_components=3, scale_bound=2.0),
 }
 ALL = {**SHIPPED, "affine_sigmoid": Affine(log_scale_bound=2.0, scale="sigmoid"),
+       "affine_inverse": Affine(log_scale_bound=2.0, direction="inverse"),
        "sinh_arcsinh": SinhArcsinh(), "many_params": ManyParams()}
 
 
@@ -150,9 +151,28 @@ def test_round_trip_and_log_det_against_autodiff(name):
     np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["affine", "spline", "logistic_mixture"])
+def test_affine_directions_swap_which_map_scales_then_shifts():
+    x = tf.constant([[0.5, -2.0]], tf.float64)
+    params = tf.constant([[[1.0, 0.3], [-0.5, -1.2]]], tf.float64)
+    shift, log_scale = params[..., 0], 2.0 * tf.tanh(params[..., 1] / 2.0)
+    forward, inverse = Affine(2.0), Affine(2.0, direction="inverse")
+    y, log_det = forward.forward(x, params)
+    np.testing.assert_allclose(y, x * tf.exp(log_scale) + shift)
+    np.testing.assert_allclose(log_det, log_scale)
+    y, log_det = inverse.inverse(x, params)
+    np.testing.assert_allclose(y, x * tf.exp(log_scale) + shift)
+    np.testing.assert_allclose(log_det, log_scale)
+    y, log_det = inverse.forward(x, params)
+    np.testing.assert_allclose(y, (x - shift) * tf.exp(-log_scale))
+    np.testing.assert_allclose(log_det, -log_scale)
+    assert inverse.get_config() == {"log_scale_bound": 2.0, "direction": "inverse"}
+    # A config written before `direction` existed is the forward one.
+    assert Affine.from_config({"log_scale_bound": 2.0}) == forward != inverse
+
+
+@pytest.mark.parametrize("name", ["affine", "affine_inverse", "spline", "logistic_mixture"])
 def test_inverse_is_finite_for_extreme_inputs_and_parameters(name):
-    transformer = SHIPPED[name]
+    transformer = ALL[name]
     y = tf.constant([[-1e30, -5.0, -1.0, 0.0, 1e-3, 2.0, 1e30]], tf.float32)
     params = tf.constant(normal([1, 7, transformer.num_params], scale=50.0, dtype="float32"))
     x, log_det = transformer.inverse(y, params)
@@ -207,6 +227,8 @@ def test_get_transformer():
      r"log_scale_bound must be a positive number, got '3' of type str"),
     (lambda: Affine(scale="softplus"), ValueError,
      r"scale must be one of 'exp', 'sigmoid'; got 'softplus'"),
+    (lambda: Affine(direction="sampling"), ValueError,
+     r"direction must be one of 'forward', 'inverse'; got 'sampling'"),
     (lambda: RationalQuadraticSpline(num_bins=1), ValueError,
      r"num_bins must be an int >= 2, got 1"),
     (lambda: RationalQuadraticSpline(num_bins=2.5), TypeError,
@@ -361,7 +383,9 @@ def test_mixed_precision_spline_coupling_keeps_log_dets_in_float32():
 def test_maf_builder_takes_a_transformer_and_serializes_it(tmp_path):
     flow = models.MAF([3], num_layers=2, hidden_units=[8], transformer=SinhArcsinh(0.5))
     assert [m.params_per_dim for m in flow.mades] == [4, 4]
-    assert all(step.transformer == SinhArcsinh(0.5) for step in flow.bijector.bijectors)
+    data_end, *steps = flow.bijector.bijectors  # the data-end ActNorm, then the MAF steps
+    assert isinstance(data_end, bijectors.ActNorm)
+    assert all(step.transformer == SinhArcsinh(0.5) for step in steps)
     rng = np.random.default_rng(0)
     flow.set_weights([rng.normal(0.0, 0.3, w.shape) for w in flow.get_weights()])
     x = normal([5, 3], dtype="float32")
@@ -379,8 +403,11 @@ def test_maf_builder_strings_are_unchanged():
     flow = models.MAF([3], num_layers=1, hidden_units=[8], transformer="spline",
                       num_spline_bins=4, spline_range=2.0)
     assert flow.get_config()["transformer"] == "spline"
-    assert flow.bijector.bijectors[0].transformer == RationalQuadraticSpline(4, range=2.0)
+    assert flow.bijector.bijectors[-1].transformer == RationalQuadraticSpline(4, range=2.0)
     assert flow.mades[0].params_per_dim == 11
+    # "affine" in an autoregressive flow: the MADE gives the density direction.
+    flow = models.MAF([3], num_layers=1, hidden_units=[8], log_scale_bound=2.0)
+    assert flow.bijector.bijectors[-1].transformer == Affine(2.0, direction="inverse")
 
 
 # -- context: checked and flattened once ----------------------------------------------------

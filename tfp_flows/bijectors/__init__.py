@@ -9,7 +9,7 @@ from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_flows.bijectors.coupling import MASKS, AdditiveCoupling, AffineCoupling, Coupling
 from tfp_flows.bijectors.grouped_autoregressive import GroupedAutoregressive
 from tfp_flows.bijectors.permute import random_permutation, reverse_permutation
-from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform
+from tfp_flows.bijectors.preprocessing import LevelScaling, LogitTransform, Standardize
 from tfp_flows.bijectors.scaling import DiagonalScale
 from tfp_flows.bijectors.split import SplitChannels
 from tfp_flows.bijectors.squeeze import Squeeze
@@ -47,6 +47,7 @@ __all__ = [
     "RationalQuadraticSpline",
     "SplitChannels",
     "Squeeze",
+    "Standardize",
     "Transformer",
     "get_transformer",
     "initialize_actnorm",

@@ -1,20 +1,23 @@
-"""Preprocessing of dequantized image data: level scaling and the logit transform.
+"""Preprocessing at a flow's data end: level scaling and the logit transform of dequantized
+images, standardisation of vectors.
 
-Both bijectors follow the package convention that `forward` is the sampling direction
+The bijectors follow the package convention that `forward` is the sampling direction
 (model space -> data space). Preprocessing data for training is their `inverse`, and the
 log-dets of those inverses are what a flow's `log_prob` adds, so a flow ending in these
-bijectors has its density over the dequantized data `y in [0, K)^D` itself (see
-`tfp_flows.training.bits_per_dim` with `density_space="bins"`).
+bijectors has its density over the data themselves: the dequantized data `y in [0, K)^D`
+(see `tfp_flows.training.bits_per_dim` with `density_space="bins"`), or the vectors in
+their own units.
 """
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
-from tfp_flows._validation import check_bool, check_int, check_number
+from tfp_flows._validation import check_bool, check_int, check_number, check_positive_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape
 
-__all__ = ["LevelScaling", "LogitTransform"]
+__all__ = ["LevelScaling", "LogitTransform", "Standardize"]
 
 
 def _num_elements(event_shape):
@@ -142,3 +145,110 @@ class LogitTransform(FlowBijector):
             log_det = tf.reduce_sum(
                 -tf.math.softplus(-x) - tf.math.softplus(x) - log_range, axis=event_axes)
         return y, log_det
+
+
+def _constant_array(name, value):
+    """`value` as a float64 array of finite numbers, else `TypeError`/`ValueError`."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be an array of numbers, got {value!r}") from error
+    if array.ndim == 0:
+        raise ValueError(f"{name} must have the event shape ([D] or [H, W, C]), got a "
+                         f"scalar {value!r}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite, got {array.tolist()}")
+    return array
+
+
+class Standardize(FlowBijector):
+    """A fixed elementwise affine map standardising the data: `z = (x - mean) / std`.
+
+    `mean` and `std` are constants of the event's shape (the training data's, from
+    `Standardize.from_data`), not weights: nothing is learned.
+
+    - inverse (preprocessing, data -> model): `z = (x - mean) / std`; log-det
+      `-sum(log std)`.
+    - forward (sampling, model -> data): `x = z * std + mean`; log-det `+sum(log std)`.
+
+    At the data end of a flow (`tff.models.MAF(..., standardize=...)`, any builder takes
+    the argument) the flow models standardised data while its density, the log-det
+    counted, stays that of the data in their own units: `log_prob`, losses and test NLLs
+    are comparable with and without it. A flow's conditioners then see inputs of unit
+    scale whatever the data's units. Unlike an ActNorm, it needs no training step to
+    initialise and adds no weights.
+
+    Args:
+        mean: array of the event shape (`[D]`, or `[H, W, C]`).
+        std: positive array of the same shape.
+        validate_args: TFP's argument validation flag.
+        name: bijector name.
+
+    Raises:
+        TypeError: `mean` or `std` is not an array of numbers.
+        ValueError: their shapes differ or are no event shape, a value is not finite, or
+            a `std` is not positive.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, 10.0], [3.0, 30.0]], "float32")
+        >>> standardize = Standardize.from_data(x)
+        >>> standardize.mean.tolist(), standardize.std.tolist()
+        ([2.0, 20.0], [1.0, 10.0])
+        >>> standardize.inverse(x).numpy()
+        array([[-1., -1.],
+               [ 1.,  1.]], dtype=float32)
+        >>> round(float(standardize.inverse_log_det_jacobian(x, event_ndims=1)[0]), 4)
+        -2.3026
+    """
+
+    def __init__(self, mean, std, validate_args=False, name="standardize"):
+        parameters = dict(locals())
+        mean = _constant_array("mean", mean)
+        std = _constant_array("std", std)
+        if mean.shape != std.shape:
+            raise ValueError(f"mean and std must have the same shape, got {list(mean.shape)} "
+                             f"and {list(std.shape)}")
+        if np.any(std <= 0):
+            raise ValueError(f"std must be positive, got {std.tolist()}")
+        shape = check_event_shape(list(mean.shape))
+        self.mean, self.std = mean, std
+        self._log_det_per_example = float(np.sum(np.log(std)))
+        super().__init__(shape, parameters=parameters, name=name,
+                         validate_args=validate_args)
+
+    @classmethod
+    def from_data(cls, x, min_std=1e-6, **kwargs):
+        """The standardisation of data `x` (`[N, *event_shape]`): its mean and standard
+        deviation over the examples, each std at least `min_std` (a constant dimension
+        is shifted, not divided by zero).
+
+        Args:
+            x: the (training) data, an array or tensor of at least 2 examples.
+            min_std: positive floor of the standard deviations.
+            **kwargs: `validate_args`, `name`.
+        """
+        min_std = check_positive_number("min_std", min_std)
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim < 2 or x.shape[0] < 2:
+            raise ValueError(f"x must be [N, *event_shape] with N >= 2 examples, got shape "
+                             f"{list(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("x must be finite to standardise it; it holds NaN or Inf")
+        return cls(x.mean(axis=0), np.maximum(x.std(axis=0), min_std), **kwargs)
+
+    def get_config(self):
+        """`{"mean": [...], "std": [...]}` as nested lists: `Standardize(**config)`
+        rebuilds it (a flow's `get_config` stores this)."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def _transform(self, x, inverse, context=None):
+        mean = tf.constant(self.mean, x.dtype)
+        std = tf.constant(self.std, x.dtype)
+        if inverse:
+            y = (x - mean) / std
+            log_det = -self._log_det_per_example
+        else:
+            y = x * std + mean
+            log_det = self._log_det_per_example
+        return y, self._per_example(tf.constant(log_det, x.dtype), x)

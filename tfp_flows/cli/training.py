@@ -1,6 +1,7 @@
 """The training loop of a `tfp-flows` run: building the flow, checkpoints and `--resume`."""
 
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import time
 import keras
 import tensorflow as tf
 
+from tfp_flows.bijectors import Standardize
 from tfp_flows.cli.arguments import DISTRIBUTE_CHOICES, KEEP_CHECKPOINTS
 from tfp_flows.cli.data import (
     EVAL_BATCH_SIZE,
@@ -34,6 +36,9 @@ __all__ = ["StepProgbarLogger", "build_flow", "run"]
 
 # Settings a resumed run may change from the checkpoint it continues (none other).
 _RESUMABLE_CHANGES = ("epochs",)
+# Settings added after checkpoints were first written, with the value a checkpoint that
+# does not record them was trained with.
+_ADDED_SETTINGS = {"standardize": False}
 
 
 class StepProgbarLogger(keras.callbacks.ProgbarLogger):
@@ -57,8 +62,20 @@ class StepProgbarLogger(keras.callbacks.ProgbarLogger):
         super().on_predict_batch_end(self._clamped(batch), logs)
 
 
-def build_flow(settings, event_shape, num_bins=None):
+def _takes_keyword(builder, name):
+    """Whether `builder` accepts the keyword argument `name` (or any, by `**kwargs`)."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def build_flow(settings, event_shape, num_bins=None, train=None):
     """The flow a run's settings ask for, built by its registered family.
+
+    With the `standardize` setting, vector data get a `tff.bijectors.Standardize` fitted to
+    `train` (the training set) at the flow's data end.
 
     Raises:
         UsageError: the family's builder rejects the settings on this data.
@@ -67,6 +84,12 @@ def build_flow(settings, event_shape, num_bins=None):
     extra = {"seed": settings["seed"]}
     if len(event_shape) == 3:
         extra.update(num_bins=num_bins, logit_alpha=settings.get("logit_alpha"))
+    elif settings.get("standardize") and train is not None:
+        if _takes_keyword(family.load_builder(), "standardize"):
+            extra["standardize"] = Standardize.from_data(train)
+        else:  # a family registered with a builder of its own
+            print(f"--model {family.name}: its builder takes no standardize argument; "
+                  "training on the data as they are")
     try:
         return family.build(event_shape, settings, **extra)
     except ValueError as error:
@@ -77,7 +100,8 @@ def build_flow(settings, event_shape, num_bins=None):
 
 def _compiled_flow(settings, data, steps_per_epoch, distributed=False):
     """A fresh flow compiled with the run's optimizer and learning-rate schedule."""
-    flow = build_flow(settings, list(data.event_shape), data.num_bins)
+    flow = build_flow(settings, list(data.event_shape), data.num_bins,
+                      train=None if data.is_image else data.train)
     learning_rate = keras.optimizers.schedules.CosineDecay(
         settings["learning_rate"], decay_steps=steps_per_epoch * settings["epochs"])
     # Clipping stops the rare huge gradient of a far-out point from undoing training.
@@ -122,6 +146,7 @@ def _check_same_settings(settings, directory):
         print(f"--resume: {directory} has no readable checkpoint.json; cannot compare "
               "settings, trusting the command line")
         return
+    saved = {**_ADDED_SETTINGS, **saved}
     different = {key: (saved.get(key), value) for key, value in settings.items()
                  if key not in _RESUMABLE_CHANGES and saved.get(key) != value}
     if different:

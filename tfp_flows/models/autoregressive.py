@@ -4,7 +4,7 @@ import keras
 import tensorflow_probability as tfp
 
 from tfp_flows import bijectors, nets
-from tfp_flows._validation import check_int, check_positive_int
+from tfp_flows._validation import check_bool, check_int, check_positive_int
 from tfp_flows.bijectors.base import check_event_shape
 from tfp_flows.models.flow import Flow
 from tfp_flows.nets._validation import check_units
@@ -19,15 +19,26 @@ class MAF(Flow):
     """Masked autoregressive flow: a stack of MADE-conditioned autoregressive transforms.
 
     Each of the `num_layers` steps is a `tff.bijectors.MaskedAutoregressiveFlow`: the
-    parameters of dimension `i` (a shift and bounded log-scale, or a rational-quadratic
-    spline) come from a MADE that sees only the dimensions before `i` in that step's
-    order. The density (`log_prob`, training) takes one parallel MADE pass per step;
-    sampling takes `D` passes per step (a `tf.while_loop`). Consecutive steps use
-    different orders instead of permutation bijectors: left-to-right, right-to-left, ...
-    with `orderings="reverse"`, or seeded random orders with `orderings="random"`.
+    parameters of dimension `i` (a shift and bounded log-scale of the density direction,
+    `u_i = x_i * exp(s_i) + t_i`, or a rational-quadratic spline) come from a MADE that
+    sees only the dimensions before `i` in that step's order. The density (`log_prob`,
+    training) takes one parallel MADE pass per step; sampling takes `D` passes per step
+    (a `tf.while_loop`). Consecutive steps use different orders instead of permutation
+    bijectors: left-to-right, right-to-left, ... with `orderings="reverse"`, or seeded
+    random orders with `orderings="random"`.
 
-    Every MADE's output layer starts at zero, so a fresh flow is the identity (its density
-    is the standard normal). The MADEs are kept in `self.mades`.
+    With `actnorm=True` (the default) the data first meet a per-dimension ActNorm
+    (`tff.bijectors.ActNorm`, Glow's activation normalisation) whose shift and log-scale
+    `fit` initialises from the first training batch, so that the MADEs see zero-mean,
+    unit-variance inputs whatever the data's scale; its log-det counts, so the density
+    stays that of the data. (Outside `fit`, `tff.bijectors.initialize_actnorm(flow, x)`
+    initialises it.) On 63-d image patches of standard deviation 0.08 it was worth about
+    10 to 15 nats of test likelihood after 600 steps (docs/families/maf.md). A fixed
+    standardisation is the alternative: `standardize=tff.bijectors.Standardize.from_data(x)`.
+
+    Every MADE's output layer starts at zero, so a fresh flow is the identity until its
+    ActNorm is initialised (its density is the standard normal). The MADEs are kept in
+    `self.mades`, the ActNorm's parameters in `self.data_actnorm` (`None` without it).
 
     Reference: Papamakarios, Pavlakou, Murray, "Masked Autoregressive Flow for Density
     Estimation", arXiv:1705.07057; MADE: Germain, Gregor, Murray, Larochelle, "MADE:
@@ -48,8 +59,12 @@ class MAF(Flow):
         spline_range: the splines act on `[-spline_range, spline_range]`, the identity
             outside (`"spline"`).
         context_size: context vector size for a conditional flow (the MADEs read it).
+        actnorm: whether a per-dimension ActNorm with data-dependent initialisation sits
+            at the data end.
+        kernel_initializer: initializer of the MADEs' kernels; `None` is
+            `tff.nets.fan_in_uniform()` (see `tff.nets.MADE`).
         seed: seed of the random orderings (step `k` uses `seed + k`).
-        **kwargs: `name`, `dtype` of the Keras model.
+        **kwargs: `name`, `dtype` of the Keras model, `standardize` (see `Flow`).
 
     Raises:
         ValueError: `event_shape` is not `[D]`, or an argument is out of range.
@@ -69,7 +84,8 @@ class MAF(Flow):
 
     def __init__(self, event_shape, num_layers=5, hidden_units=(256, 256), transformer="affine",
                  num_blocks=0, orderings="reverse", log_scale_bound=3.0, num_spline_bins=8,
-                 spline_range=3.0, context_size=None, seed=0, **kwargs):
+                 spline_range=3.0, context_size=None, actnorm=True, kernel_initializer=None,
+                 seed=0, **kwargs):
         shape = check_event_shape(event_shape)
         if len(shape) != 1:
             raise ValueError(f"{type(self).__name__} models vectors: event_shape must be [D], "
@@ -79,6 +95,7 @@ class MAF(Flow):
         if orderings not in _ORDERINGS:
             raise ValueError(f"orderings must be one of {_ORDERINGS}, got {orderings!r}")
         check_int("seed", seed)
+        self.actnorm = check_bool("actnorm", actnorm)
         if isinstance(transformer, dict):  # a Transformer serialized by get_config
             transformer = bijectors.get_transformer(transformer)
         # One stateless transformer object serves every step.
@@ -94,15 +111,24 @@ class MAF(Flow):
         self.num_spline_bins = num_spline_bins
         self.spline_range = spline_range
         self.seed = seed
+        self.kernel_initializer = keras.initializers.get(
+            nets.fan_in_uniform() if kernel_initializer is None else kernel_initializer)
         size = self.event_shape[0]
         self.mades = [
             nets.MADE(size, params_per_dim, self.hidden_units, ordering=self._ordering(i),
-                      num_blocks=num_blocks, context_size=context_size, seed=seed + i,
+                      num_blocks=num_blocks, context_size=context_size,
+                      kernel_initializer=self.kernel_initializer, seed=seed + i,
                       dtype=self.dtype_policy, name=f"made_{i}")
             for i in range(num_layers)]
         # Data -> noise order: step 0 (made_0) is the one next to the base noise.
-        steps = [self._step(made, i) for i, made in enumerate(self.mades)]
-        self._set_bijectors(steps[::-1])
+        steps = [self._step(made, i) for i, made in enumerate(self.mades)][::-1]
+        self.data_actnorm = None
+        if self.actnorm:
+            self.data_actnorm = nets.ActNormParams(size, dtype=self.dtype_policy,
+                                                   name="data_actnorm")
+            steps.insert(0, bijectors.ActNorm(self.data_actnorm, self.event_shape,
+                                              name="data_actnorm"))
+        self._set_bijectors(steps)
 
     def _ordering(self, index):
         if self.orderings == "random":
@@ -132,6 +158,8 @@ class MAF(Flow):
             "log_scale_bound": self.log_scale_bound,
             "num_spline_bins": self.num_spline_bins,
             "spline_range": self.spline_range,
+            "actnorm": self.actnorm,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "seed": self.seed,
         }
 
@@ -142,10 +170,12 @@ class IAF(MAF):
 
     Each step is `tfp.bijectors.Invert` of a `tff.bijectors.MaskedAutoregressiveFlow`:
     sampling maps the noise `u` with parameters read from `u` itself in one MADE pass
-    (affine: `x = (u - mu(u)) * exp(-s(u))`), while `log_prob` has to solve for the noise
-    one dimension at a time (`D` MADE passes per step). IAF suits sampling-heavy uses
-    (variational posteriors, a student distilled from a MAF teacher); train it on data
-    with `fit` only for small `D`. Arguments are those of `MAF`.
+    (affine: `x = u * exp(s(u)) + t(u)`, the IAF paper's form), while `log_prob` has to
+    solve for the noise one dimension at a time (`D` MADE passes per step). IAF suits
+    sampling-heavy uses (variational posteriors, a student distilled from a MAF teacher);
+    train it on data with `fit` only for small `D`. Arguments are those of `MAF`; the
+    data-end ActNorm is initialised only by `fit` on data (or `initialize_actnorm`), so a
+    student trained by distillation keeps it as a learned elementwise affine map.
 
     Reference: Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling, "Improving
     Variational Inference with Inverse Autoregressive Flow", arXiv:1606.04934.

@@ -72,12 +72,22 @@ class Flow(ModuleVariables, keras.Model):
             `evaluate` for a bound flow; `None`: the surjection's
             `default_num_eval_samples` (1, the ELBO and training objective, for fixed
             `q`s; 64 for variational dequantization).
+        standardize: `None`, or a `tff.bijectors.Standardize` (or its `get_config()` dict)
+            put at the data end: the flow models `(x - mean) / std` and counts the log-det,
+            so its density stays that of `x` (continuous data without `num_bins` or a
+            surjection).
         **kwargs: passed to `keras.Model` (`name`, `dtype`).
     """
 
     def __init__(self, event_shape, context_size=None, dequantization=None, surjection=None,
-                 num_eval_samples=None, **kwargs):
+                 num_eval_samples=None, standardize=None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(standardize, dict):
+            standardize = bijectors.Standardize(**standardize)
+        if standardize is not None and not isinstance(standardize, bijectors.Standardize):
+            raise TypeError(f"standardize must be None or a tfp_flows.bijectors.Standardize, "
+                            f"got {type(standardize).__name__}")
+        self.standardize = standardize
         self.event_shape = check_event_shape(event_shape)
         self.context_size = _validation.check_positive_int("context_size", context_size,
                                                            allow_none=True)
@@ -122,6 +132,14 @@ class Flow(ModuleVariables, keras.Model):
         """
         dtype = self.dtype
         surjection = self._resolve_surjection(surjection)
+        if self.standardize is not None:
+            if surjection is not None or getattr(self, "num_bins", None) is not None:
+                raise ValueError("standardize needs continuous data: it cannot be combined "
+                                 "with num_bins, dequantization or a surjection")
+            if self.standardize.event_shape != self.event_shape:
+                raise ValueError(f"standardize has the shape {self.standardize.event_shape}, "
+                                 f"which must be the event_shape {self.event_shape}")
+            bijectors = [self.standardize, *bijectors]
         self.bijector = FlowChain(list(bijectors), name="flow")
         base = tfd.Sample(
             tfd.Normal(tf.constant(0.0, dtype), tf.constant(1.0, dtype)),
@@ -749,6 +767,8 @@ class Flow(ModuleVariables, keras.Model):
                 self._surjection_argument)
         if self._num_eval_samples_argument is not None:
             config["num_eval_samples"] = self._num_eval_samples_argument
+        if self.standardize is not None:
+            config["standardize"] = self.standardize.get_config()
         return config
 
 

@@ -6,7 +6,7 @@ from tfp_flows.nets.conv_resnet import ConvResNet
 from tfp_flows.nets.denseflow import CrossUnitParams, DenseAttentionNet, NystromAttention
 from tfp_flows.nets.flowpp import GatedConvAttentionNet, GatedConvContextNet
 from tfp_flows.nets.glow_net import GlowConvNet
-from tfp_flows.nets.made import MADE, ORDERINGS
+from tfp_flows.nets.made import MADE, ORDERINGS, fan_in_uniform
 from tfp_flows.nets.mlp import MLP, ResidualMLP
 from tfp_flows.nets.nanoflow import (
     EMBEDDINGS,
@@ -25,4 +25,4 @@ __all__ = ["EMBEDDINGS", "MADE", "MLP", "ORDERINGS", "ActNormParams", "CausalCon
            "Conv1x1Kernel", "ConvResNet", "ConvTrunk", "CrossUnitParams", "DenseAttentionNet",
            "GatedConvAttentionNet", "GatedConvContextNet", "GlowConvNet", "LogScale",
            "MADETrunk", "MLPTrunk", "MaskedStepProjection", "NystromAttention", "ResidualMLP",
-           "SharedTrunkConditioner", "StepProjection", "embedding_kinds"]
+           "SharedTrunkConditioner", "StepProjection", "embedding_kinds", "fan_in_uniform"]
