@@ -165,7 +165,8 @@ def test_affine_directions_swap_which_map_scales_then_shifts():
     y, log_det = inverse.forward(x, params)
     np.testing.assert_allclose(y, (x - shift) * tf.exp(-log_scale))
     np.testing.assert_allclose(log_det, -log_scale)
-    assert inverse.get_config() == {"log_scale_bound": 2.0, "direction": "inverse"}
+    assert inverse.get_config() == {"log_scale_bound": 2.0, "scale": "exp",
+                                    "direction": "inverse"}
     # A config written before `direction` existed is the forward one.
     assert Affine.from_config({"log_scale_bound": 2.0}) == forward != inverse
 
