@@ -4,7 +4,18 @@ import keras
 
 from tfp_flows._validation import check_positive_int
 
-__all__ = ["ConvResNet"]
+__all__ = ["ConvResNet", "append_context"]
+
+
+def append_context(inputs, context):
+    """`inputs` `[B, H, W, C]` with a context `[B, K]` (or `None`) as K more channels."""
+    if context is None:
+        return inputs
+    context = keras.ops.cast(context, inputs.dtype)
+    shape = keras.ops.shape(inputs)
+    context = keras.ops.broadcast_to(context[:, None, None, :],
+                                     (shape[0], shape[1], shape[2], keras.ops.shape(context)[-1]))
+    return keras.ops.concatenate([inputs, context], axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -64,13 +75,7 @@ class ConvResNet(keras.layers.Layer):
         self.output_conv.build(stream)
 
     def call(self, inputs, context=None):
-        if context is not None:
-            context = keras.ops.cast(context, inputs.dtype)
-            spatial = keras.ops.shape(inputs)[1:3]
-            context = keras.ops.broadcast_to(
-                context[:, None, None, :],
-                (keras.ops.shape(inputs)[0], spatial[0], spatial[1], keras.ops.shape(context)[-1]))
-            inputs = keras.ops.concatenate([inputs, context], axis=-1)
+        inputs = append_context(inputs, context)
         hidden = self.input_conv(inputs)
         for first, second in self.block_convs:
             hidden = hidden + second(keras.ops.relu(first(keras.ops.relu(hidden))))

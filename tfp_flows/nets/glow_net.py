@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tfp_flows._validation import check_positive_int
 from tfp_flows.nets.actnorm import ActNormParams
+from tfp_flows.nets.conv_resnet import append_context
 
 __all__ = ["GlowConvNet"]
 
@@ -127,13 +128,7 @@ class GlowConvNet(keras.layers.Layer):
             training: whether the ActNorms may initialise from this batch (Keras passes
                 true inside `fit`); initialised ones are unaffected.
         """
-        if context is not None:
-            context = keras.ops.cast(context, inputs.dtype)
-            spatial = keras.ops.shape(inputs)[1:3]
-            context = keras.ops.broadcast_to(
-                context[:, None, None, :],
-                (keras.ops.shape(inputs)[0], spatial[0], spatial[1], keras.ops.shape(context)[-1]))
-            inputs = keras.ops.concatenate([inputs, context], axis=-1)
+        inputs = append_context(inputs, context)
         hidden = self._hidden(self.input_conv, self.input_actnorm, inputs, training)
         hidden = self._hidden(self.hidden_conv, self.hidden_actnorm, hidden, training)
         return self.output_conv(hidden)
