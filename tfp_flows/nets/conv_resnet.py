@@ -4,7 +4,7 @@ import keras
 
 from tfp_flows._validation import check_positive_int
 
-__all__ = ["ConvResNet", "append_context"]
+__all__ = ["ConvResNet"]
 
 
 def append_context(inputs, context):
