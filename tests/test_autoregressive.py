@@ -535,3 +535,15 @@ def test_maf_beats_realnvp_of_equal_parameter_count_on_two_moons():
         assert abs(counts[name] - counts["RealNVP"]) <= 0.02 * counts["RealNVP"], counts
     assert nll["MAF spline"] < nll["RealNVP"], nll
     assert nll["MAF affine"] < 2.0, nll  # trained: the standard normal scores 2.51
+
+
+@pytest.mark.parametrize("cls", [models.MAF, models.IAF])
+def test_config_saved_before_actnorm_loads_the_old_flow(cls):
+    config = cls([3], num_layers=2, hidden_units=[8]).get_config()
+    del config["actnorm"], config["kernel_initializer"]
+    old = cls.from_config(config)
+    assert old.data_actnorm is None
+    assert old.get_config()["transformer"]["config"]["direction"] == "forward"
+    new = cls.from_config(cls([3], num_layers=2, hidden_units=[8]).get_config())
+    assert new.data_actnorm is not None
+    assert len(old.weights) == len(new.weights) - 3

@@ -163,6 +163,17 @@ class MAF(Flow):
             "seed": self.seed,
         }
 
+    @classmethod
+    def from_config(cls, config):
+        if "actnorm" in config:
+            return super().from_config(config)
+        # Saved before the data-end ActNorm and the density-direction affine existed: load
+        # that flow as it was (no ActNorm, the MADEs parameterising the generative map).
+        config = {**config, "actnorm": False}
+        if config.get("transformer", "affine") == "affine":
+            config["transformer"] = bijectors.Affine(config.get("log_scale_bound", 3.0))
+        return super().from_config(config)
+
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class IAF(MAF):
