@@ -2,9 +2,20 @@
 
 import tensorflow as tf
 
-from tfp_flows.bijectors._tfp_private import Chain, Invert
+from tfp_flows.bijectors._tfp_private import BijectorCacheWithGreedyAttrs, Chain, Invert
+from tfp_flows.bijectors.base import FlowBijector
 
 __all__ = ["FlowChain"]
+
+
+def _is_rank(event_ndims, rank):
+    """Whether `event_ndims` is `None` or statically the int `rank`."""
+    if event_ndims is None:
+        return True
+    try:
+        return int(event_ndims) == rank
+    except TypeError:  # a nested structure, or a tensor without a static value
+        return False
 
 
 class FlowChain(Chain):
@@ -22,9 +33,18 @@ class FlowChain(Chain):
     Keras variable is not a `tf.Variable`. `expose_variables` lists the `tf.Variable`s
     behind the Keras variables the members use, so TFP finds them; the Keras layers keep
     owning (creating, training, saving) them.
+
+    When every member is a tfp_flows bijector (or a `tfb.Invert` of one, or a `FlowChain`
+    of such), the chain computes its transform and log-det in one walk over the members'
+    fused transforms, with the log-det of the whole event kept in the chain's cache:
+    `TransformedDistribution.log_prob` then traces each member once and none of TFP's
+    per-member log-det reduction bookkeeping (thousands of graph nodes in a deep flow).
+    Other members, and log-dets asked for other event ranks, take `tfb.Chain`'s path.
     """
 
     _exposed_variables = ()
+    _cache = BijectorCacheWithGreedyAttrs(
+        forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
     # Identity, like `FlowBijector`: TFP's parameter hash walks every member at each cache
     # lookup.
@@ -71,6 +91,65 @@ class FlowChain(Chain):
                 self._unwrap(bijector), "conditional", False):
             member.setdefault("context", kwargs["context"])
         return member
+
+    @property
+    def _fused(self):
+        """Whether every member has a fused transform (see the class docstring)."""
+        def fused(bijector):
+            bijector = self._unwrap(bijector)
+            return isinstance(bijector, FlowBijector) or (
+                isinstance(bijector, FlowChain) and bijector._fused)
+        # An empty chain (the identity) takes tfb.Chain's path, which shapes its zero log-det.
+        return bool(self._bijectors) and all(fused(b) for b in self._bijectors)
+
+    def _fused_transform(self, x, inverse, kwargs):
+        """`(y, log_det)` of the chain's map (its inverse if `inverse`), by the members'
+        fused transforms; `log_det` is per example, summed over the event."""
+        members = self._bijectors if inverse else list(reversed(self._bijectors))
+        log_det = None
+        for bijector in members:
+            member_kwargs = self._member_kwargs(bijector, kwargs)
+            member_inverse = inverse != isinstance(bijector, Invert)
+            bijector = self._unwrap(bijector)
+            if isinstance(bijector, FlowChain):
+                x, member_log_det = bijector._fused_transform(x, member_inverse, member_kwargs)
+            else:
+                x, member_log_det = bijector._checked_transform(x, member_inverse,
+                                                                **member_kwargs)
+            log_det = member_log_det if log_det is None else log_det + member_log_det
+        return x, log_det
+
+    def _augmented_forward(self, x, **kwargs):
+        if not self._fused:
+            return self._forward(x, **kwargs), None
+        y, log_det = self._fused_transform(x, False, kwargs)
+        return y, {"ildj": -log_det}
+
+    def _augmented_inverse(self, y, **kwargs):
+        if not self._fused:
+            return self._inverse(y, **kwargs), None
+        x, log_det = self._fused_transform(y, True, kwargs)
+        return x, {"ildj": log_det}
+
+    def _call_inverse_log_det_jacobian(self, y, event_ndims, name, **kwargs):
+        if not (self._fused and _is_rank(event_ndims, self.inverse_min_event_ndims)):
+            return super()._call_inverse_log_det_jacobian(y, event_ndims, name, **kwargs)
+        with self._name_and_control_scope(name):
+            y = tf.convert_to_tensor(y, dtype_hint=self.forward_dtype(**kwargs))
+            attrs = self._cache.inverse_attributes(y, **kwargs)
+            if "ildj" not in attrs:
+                self._cache.inverse(y, **kwargs)
+            return attrs["ildj"]
+
+    def _call_forward_log_det_jacobian(self, x, event_ndims, name, **kwargs):
+        if not (self._fused and _is_rank(event_ndims, self.forward_min_event_ndims)):
+            return super()._call_forward_log_det_jacobian(x, event_ndims, name, **kwargs)
+        with self._name_and_control_scope(name):
+            x = tf.convert_to_tensor(x, dtype_hint=self.inverse_dtype(**kwargs))
+            attrs = self._cache.forward_attributes(x, **kwargs)
+            if "ildj" not in attrs:
+                self._cache.forward(x, **kwargs)
+            return -attrs["ildj"]
 
     def _walk_forward(self, step_fn, x, **kwargs):
         for bijector in reversed(self._bijectors):

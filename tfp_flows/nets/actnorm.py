@@ -25,7 +25,10 @@ class ActNormParams(keras.layers.Layer):
     `layer(x, training=...)` returns `(log_scale, bias)` in the dtype of `x`. When
     `training` is true and the layer is not initialised yet, it first initialises from `x`
     (`initialize_from`); the check is a `tf.cond` on the flag, so it runs inside a
-    `tf.function` (or XLA) training step exactly once, on the first batch. Like the batch
+    `tf.function` (or XLA) training step exactly once, on the first batch. A function
+    traced when the layer is initialised already leaves the check out (the flag is read
+    while tracing): `Flow.fit` initialises the ActNorms from one training batch before it
+    traces its step, so that step has no initialisation branches. Like the batch
     statistics of `BatchNormalization`, Keras propagates `training=True` from
     `model.fit` to this layer; a call without `training` (inference, `log_prob`, the dummy
     call that builds a flow) never initialises. Under a `tf.distribute` strategy with
@@ -125,6 +128,12 @@ class ActNormParams(keras.layers.Layer):
         self.initialized.assign(1.0)
         return tf.constant(True)
 
+    def initialized_now(self):
+        """Whether the flag is set now (read eagerly, also while a function is traced;
+        `False` where no eager value exists, as in a TF1 graph)."""
+        with tf.init_scope():
+            return tf.executing_eagerly() and bool(self.initialized.numpy() > 0.5)
+
     def maybe_initialize_from(self, x):
         """`initialize_from(x)` unless already initialised; safe in graphs and under XLA.
 
@@ -133,6 +142,7 @@ class ActNormParams(keras.layers.Layer):
         data does not compute it.
 
         Returns a tensor to take control dependencies on before reading the weights.
+        Initialised already when called (or traced), it adds nothing to the graph.
         """
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
             x = x() if callable(x) else x
@@ -148,6 +158,8 @@ class ActNormParams(keras.layers.Layer):
                    self.initialized.assign(1.0)]
             with tf.control_dependencies([op for op in ops if op is not None]):
                 return tf.logical_not(done)
+        if self.initialized_now():
+            return tf.constant(False)
         return tf.cond(self.initialized > 0.5, lambda: tf.constant(False),
                        lambda: self.initialize_from(x() if callable(x) else x))
 
