@@ -313,3 +313,45 @@ def test_per_element_parameters_must_match_the_event():
         nets.ActNormParams(2, spatial_shape=4)
     with pytest.raises(ValueError, match="spatial_shape"):
         nets.ActNormParams(2, spatial_shape=[4, 0])
+
+
+def _graph_op_types(fn, *args):
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
+
+
+def test_a_function_traced_after_initialisation_has_no_initialisation_branch():
+    params = nets.ActNormParams(4, dtype="float32")
+    x = tf.constant(_data([8, 4], "float32"))
+    before = _graph_op_types(lambda t: params(t, training=True), x)
+    assert before & {"If", "StatelessIf"}
+    params.initialize_from(x)
+    assert params.initialized_now()
+    after = _graph_op_types(lambda t: params(t, training=True), x)
+    assert not after & {"If", "StatelessIf"}
+
+
+def test_fit_initialises_from_the_training_rows_before_its_step():
+    first = _data([32, 4], "float32", seed=1)
+    outliers = _data([32, 4], "float32", seed=2, mean=100 + MEAN)
+    x = np.concatenate([first, outliers])
+    for shuffle in (False, True):
+        flow = ActNormFlow([4])
+        flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+        # validation_split keeps the last half (the outliers) out of training: the batch
+        # the ActNorm initialises from is training rows, in order or drawn at random.
+        flow.fit(x, batch_size=16, epochs=1, shuffle=shuffle, validation_split=0.5,
+                 verbose=0)
+        bias = _numpy(flow.actnorm_params.bias)
+        if not shuffle:
+            np.testing.assert_allclose(bias, -first[:16].mean(0), rtol=1e-5)
+        assert np.all(np.abs(bias + MEAN) < 3 * STD)
+
+
+def test_fit_on_a_dataset_initialises_from_its_first_batch():
+    first = _data([16, 4], "float32", seed=1)
+    second = _data([16, 4], "float32", seed=2, mean=-MEAN)
+    dataset = tf.data.Dataset.from_tensor_slices(np.concatenate([first, second])).batch(16)
+    flow = ActNormFlow([4])
+    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    flow.fit(dataset, epochs=1, verbose=0)
+    np.testing.assert_allclose(_numpy(flow.actnorm_params.bias), -first.mean(0), rtol=1e-5)
