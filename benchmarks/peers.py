@@ -85,7 +85,8 @@ MODELS = {
             "lr": 1e-3, "metric": "test NLL (nats)"},
 }
 # Ours is chosen among these (`build_our_glow`'s `split_prior`) by the closest count.
-GLOW_CANDIDATES = [{"split_prior": False}, {"split_prior": True}]
+GLOW_CANDIDATES = [{"split_prior": False}, {"split_prior": False, "conditioner_actnorm": False},
+                   {"split_prior": True}]
 NAMES = {"glow": "Glow", "maf": "MAF"}
 TARGET_SPEEDUP = 1.5
 PARAMS_TOLERANCE = 0.05
@@ -96,14 +97,15 @@ TEST_NOISE_SEED = 10_000
 
 # --- Ours -------------------------------------------------------------------------------
 
-def build_our_glow(split_prior):
+def build_our_glow(split_prior, **extra):
     """Our side of the Glow comparison: the one place that says how it is built.
 
     normflows' coupling network is 3x3 conv -> ReLU -> 1x1 conv -> ReLU -> zero 3x3 conv.
     Where `tff.models.Glow` offers the paper's conditioner of that shape
     (`conditioner="glow"`), it is used; otherwise the default conv ResNet with one block
     (an extra 128x128 3x3 convolution per step: several times normflows' parameters,
-    which the table flags)."""
+    which the table flags). `extra` are further `Glow` arguments (a candidate's), passed
+    where this version of `Glow` takes them."""
     import inspect
 
     import tfp_flows as tff
@@ -112,7 +114,9 @@ def build_our_glow(split_prior):
     kwargs = {"num_levels": spec["num_levels"], "num_steps": spec["num_steps"],
               "hidden_channels": spec["hidden_channels"], "num_bins": spec["num_bins"],
               "split_prior": split_prior}
-    if "conditioner" in inspect.signature(tff.models.Glow).parameters:
+    parameters = inspect.signature(tff.models.Glow).parameters
+    kwargs.update({key: value for key, value in extra.items() if key in parameters})
+    if "conditioner" in parameters:
         kwargs["conditioner"] = "glow"
     else:
         kwargs["num_blocks"] = 1
@@ -483,7 +487,7 @@ def markdown(results, args, load):
             for side, library in (("ours", "tfp_flows"), ("peer", MODELS[model]["peer"])))
         lines.append(f"Per seed, {MODELS[model]['metric']}: {per_seed}.")
         if model == "glow":
-            counts = ", ".join(f"split_prior={c['split_prior']}: {n:,}"
+            counts = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) + f": {n:,}"
                                for c, n, _ in runs["counts"])
             lines.append(f"Our Glow's candidates ({counts}) against normflows' "
                          f"{runs['peer_count']:,}: the closest is measured.")

@@ -258,3 +258,18 @@ def test_multiscale_export_loads_without_tfp_flows(tmp_path, python_without_tfp_
     np.testing.assert_allclose(results["log_prob"], flow.log_prob(x), rtol=1e-5, atol=1e-4)
     expected = flow.sample(3, temperature=0.7, seed=5).numpy()
     np.testing.assert_allclose(results["sample"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conditioners_without_actnorm_have_biased_hidden_convolutions():
+    flow = small_glow(conditioner_actnorm=False)
+    assert not flow.conditioner_actnorm
+    nets = flow.conditioners + flow.priors
+    assert all(net.input_actnorm is None and net.hidden_actnorm is None for net in nets)
+    assert all(net.input_conv.use_bias and net.hidden_conv.use_bias for net in nets)
+    # Each net trades its two ActNorms (2 x 2 x 8 weights) for two biases (2 x 8).
+    trainable = lambda f: sum(int(np.prod(w.shape)) for w in f.trainable_weights)  # noqa: E731
+    assert trainable(small_glow()) - trainable(flow) == 5 * 16
+    restored = tff.models.Glow.from_config(flow.get_config())
+    assert restored.conditioner_actnorm is False
+    with pytest.raises(TypeError, match="conditioner_actnorm"):
+        small_glow(conditioner_actnorm="no")

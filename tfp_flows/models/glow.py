@@ -3,7 +3,7 @@
 import keras
 
 from tfp_flows import bijectors, nets
-from tfp_flows._validation import check_choice, check_positive_int
+from tfp_flows._validation import check_bool, check_choice, check_positive_int
 from tfp_flows.models.flow import Flow
 from tfp_flows.models.multiscale import multiscale_bijector
 
@@ -78,6 +78,9 @@ class Glow(Flow):
             (`nets.ConvResNet`), for the couplings and the split priors.
         coupling_scale: `"sigmoid"` (the paper's) or `"exp"`, the scale of the affine
             couplings (see above and `tff.bijectors.Affine`).
+        conditioner_actnorm: with `conditioner="glow"`, an ActNorm after each hidden
+            convolution of the conditioners (openai/glow's code); `False` gives those
+            convolutions biases instead (normflows' `GlowBlock` default).
         **kwargs: `name`, `dtype` of the Keras model.
 
     Example:
@@ -89,7 +92,8 @@ class Glow(Flow):
     def __init__(self, event_shape, num_levels=2, num_steps=8, hidden_channels=128,
                  num_blocks=1, coupling="affine", lu=True, split_prior=True, num_bins=None,
                  logit_alpha=None, log_scale_bound=3.0, context_size=None, seed=0,
-                 conditioner="glow", coupling_scale="sigmoid", **kwargs):
+                 conditioner="glow", coupling_scale="sigmoid", conditioner_actnorm=True,
+                 **kwargs):
         super().__init__(event_shape, context_size=context_size, **kwargs)
         if len(self.event_shape) != 3:
             raise ValueError(f"Glow needs an image event_shape [H, W, C], got {event_shape!r}")
@@ -100,6 +104,7 @@ class Glow(Flow):
         self.conditioner = check_choice("conditioner", conditioner, _CONDITIONERS)
         self.coupling_scale = check_choice("coupling_scale", coupling_scale,
                                            bijectors.AFFINE_SCALES)
+        self.conditioner_actnorm = check_bool("conditioner_actnorm", conditioner_actnorm)
         size = 2 ** self.num_levels
         if self.event_shape[0] % size or self.event_shape[1] % size:
             raise ValueError(f"Glow with num_levels={num_levels} needs height and width "
@@ -126,7 +131,8 @@ class Glow(Flow):
             return nets.ConvResNet(self.hidden_channels, self.num_blocks, output_channels,
                                    dtype=self.dtype_policy, name=name)
         return nets.GlowConvNet(self.hidden_channels, output_channels,
-                                dtype=self.dtype_policy, name=name)
+                                actnorm=self.conditioner_actnorm, dtype=self.dtype_policy,
+                                name=name)
 
     def _coupling(self, coupling_class, shape, parity, name, conditioners, scale="exp"):
         conditioner = self._conditioner_layer(
@@ -182,6 +188,7 @@ class Glow(Flow):
             "seed": self.seed,
             "conditioner": self.conditioner,
             "coupling_scale": self.coupling_scale,
+            "conditioner_actnorm": self.conditioner_actnorm,
         }
 
     @classmethod
