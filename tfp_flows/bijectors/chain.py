@@ -131,25 +131,27 @@ class FlowChain(Chain):
         x, log_det = self._fused_transform(y, True, kwargs)
         return x, {"ildj": log_det}
 
+    def _cached_ildj(self, value, inverse, name, kwargs):
+        """The chain's ildj at `value` (a `y` if `inverse`, else an `x`) from its cache,
+        filled by one fused walk if missing."""
+        with self._name_and_control_scope(name):
+            dtype = (self.forward_dtype if inverse else self.inverse_dtype)(**kwargs)
+            value = tf.convert_to_tensor(value, dtype_hint=dtype)
+            attributes = (self._cache.inverse_attributes if inverse
+                          else self._cache.forward_attributes)(value, **kwargs)
+            if "ildj" not in attributes:
+                (self._cache.inverse if inverse else self._cache.forward)(value, **kwargs)
+            return attributes["ildj"]
+
     def _call_inverse_log_det_jacobian(self, y, event_ndims, name, **kwargs):
         if not (self._fused and _is_rank(event_ndims, self.inverse_min_event_ndims)):
             return super()._call_inverse_log_det_jacobian(y, event_ndims, name, **kwargs)
-        with self._name_and_control_scope(name):
-            y = tf.convert_to_tensor(y, dtype_hint=self.forward_dtype(**kwargs))
-            attrs = self._cache.inverse_attributes(y, **kwargs)
-            if "ildj" not in attrs:
-                self._cache.inverse(y, **kwargs)
-            return attrs["ildj"]
+        return self._cached_ildj(y, True, name, kwargs)
 
     def _call_forward_log_det_jacobian(self, x, event_ndims, name, **kwargs):
         if not (self._fused and _is_rank(event_ndims, self.forward_min_event_ndims)):
             return super()._call_forward_log_det_jacobian(x, event_ndims, name, **kwargs)
-        with self._name_and_control_scope(name):
-            x = tf.convert_to_tensor(x, dtype_hint=self.inverse_dtype(**kwargs))
-            attrs = self._cache.forward_attributes(x, **kwargs)
-            if "ildj" not in attrs:
-                self._cache.forward(x, **kwargs)
-            return -attrs["ildj"]
+        return -self._cached_ildj(x, False, name, kwargs)
 
     def _walk_forward(self, step_fn, x, **kwargs):
         for bijector in reversed(self._bijectors):
