@@ -697,3 +697,30 @@ def test_logistic_mixture_zero_initialised_conditioners_give_the_identity():
                                 (bijector.inverse, bijector.inverse_log_det_jacobian)]:
             np.testing.assert_allclose(method(tf.constant(x)), x, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(log_det(tf.constant(x), 1), np.zeros(3), atol=1e-5)
+
+
+class _SubclassedAffine(Affine):
+    """Declares nothing itself: a coupling hands it the `[..., n, 2]` tensor."""
+
+
+@pytest.mark.parametrize("mask", ["half", "checkerboard"])
+@pytest.mark.parametrize("transformer", [Affine(scale="sigmoid"), Additive()],
+                         ids=["affine", "additive"])
+def test_couplings_hand_parameter_tuples_to_the_transformers_that_take_them(transformer, mask):
+    assert bijectors.transformers.takes_param_tuple(transformer)
+    subclass = type(f"Sub{type(transformer).__name__}", (type(transformer),), {})(
+        **transformer.get_config())
+    assert not bijectors.transformers.takes_param_tuple(subclass)
+    assert not bijectors.transformers.takes_param_tuple(_SubclassedAffine())
+    shape = [4, 4, 2]
+    size = bijectors.Coupling.conditioner_output_size(shape, transformer, mask=mask)
+    conditioner = nets.ConvResNet(4, 1, size, zero_init=False)
+    x = np.random.default_rng(0).normal(size=[3, *shape]).astype("float32")
+    results = []
+    for t in (transformer, subclass):
+        coupling = bijectors.Coupling(conditioner, shape, transformer=t, mask=mask)
+        results.append([coupling.forward(x), coupling.inverse(x),
+                        coupling.forward_log_det_jacobian(x, 3)])
+    for tuple_form, tensor_form in zip(*results, strict=True):
+        np.testing.assert_allclose(tuple_form, tensor_form, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(results[0][0], x)  # the shared conditioner is not the identity

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
-from tfp_flows.bijectors.transformers import Additive, Affine, get_transformer
+from tfp_flows.bijectors.transformers import Additive, Affine, get_transformer, takes_param_tuple
 
 __all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "MASKS"]
 
@@ -141,7 +141,9 @@ class Coupling(FlowBijector):
         return ((rows + cols) % 2 == self.parity)[..., None]
 
     def _conditioner_params(self, conditioning, context):
-        """Transformer parameters `[*batch, *changed, num_params]` from the conditioner.
+        """Transformer parameters `[*batch, *changed, num_params]` from the conditioner
+        (for a transformer that `takes_param_tuple`, a tuple of `num_params` tensors
+        `[*batch, *changed]`).
 
         `context` is `None` or already flattened against the batch (`_flat_context`).
         """
@@ -163,6 +165,11 @@ class Coupling(FlowBijector):
                 f"axis, expected {num_params * changed} ({num_params} parameters of "
                 f"{type(self.transformer).__name__} x {changed} transformed entries; see "
                 f"conditioner_output_size)")
+        if takes_param_tuple(self.transformer):
+            # Each parameter's block of channels as it stands: no transpose, no slices.
+            shape = tf.concat([batch_shape, tf.shape(params)[1:-1], [changed]], axis=0)
+            return tuple(tf.reshape(block, shape)
+                         for block in tf.split(params, num_params, axis=-1))
         params = tf.reshape(params, tf.concat(
             [batch_shape, tf.shape(params)[1:-1], [num_params, changed]], axis=0))
         return tf.linalg.matrix_transpose(params)

@@ -47,6 +47,19 @@ _MIN_SLOPE = 1e-3
 AFFINE_SCALES = ("exp", "sigmoid")
 
 
+def _param_list(params, num_params):
+    """The `num_params` parameter tensors of `params`: a tensor `[..., num_params]` or
+    already a tuple of them (see `Transformer.takes_param_tuple`)."""
+    if isinstance(params, tuple | list):
+        return list(params)
+    return [params[..., i] for i in range(num_params)]
+
+
+def takes_param_tuple(transformer):
+    """Whether `transformer`'s own class declares `takes_param_tuple = True`."""
+    return bool(vars(type(transformer)).get("takes_param_tuple", False))
+
+
 class Transformer(abc.ABC):
     """Abstract base of the elementwise transformers.
 
@@ -60,6 +73,13 @@ class Transformer(abc.ABC):
     output to the data dtype first, which keeps log-dets in float32 under a mixed-precision
     policy. An inverse must be defined for every finite input (no silent NaN).
     """
+
+    # Whether `forward` and `inverse` also take `params` as a tuple of `num_params` tensors
+    # shaped like `x`, the parameter-major form a coupling's conditioner stacks them in:
+    # that form spares a transpose and strided slices, and their gradients, per call. Read
+    # from the class itself (`takes_param_tuple(transformer)`), never inherited: a subclass
+    # that overrides `forward` or `inverse` keeps getting the tensor.
+    takes_param_tuple = False
 
     @property
     @abc.abstractmethod
@@ -117,15 +137,17 @@ class Additive(Transformer):
         array([1.5], dtype=float32)
     """
 
+    takes_param_tuple = True
+
     @property
     def num_params(self):
         return 1
 
     def forward(self, x, params):
-        return x + params[..., 0], tf.zeros_like(x)
+        return x + _param_list(params, 1)[0], tf.zeros_like(x)
 
     def inverse(self, y, params):
-        return y - params[..., 0], tf.zeros_like(y)
+        return y - _param_list(params, 1)[0], tf.zeros_like(y)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -189,6 +211,7 @@ class Affine(Transformer):
     """
 
     DIRECTIONS = ("forward", "inverse")
+    takes_param_tuple = True
 
     def __init__(self, log_scale_bound=3.0, scale="exp", direction="forward"):
         self.log_scale_bound = check_positive_number("log_scale_bound", log_scale_bound)
@@ -200,15 +223,15 @@ class Affine(Transformer):
         return 2
 
     def _shift_and_log_scale(self, params):
-        raw = params[..., 1]
+        shift, raw = _param_list(params, 2)
         if self.scale == "sigmoid":
             # log of the inverse's factor sigmoid(raw + 2) / sigmoid(2), at most
             # -log sigmoid(2) ~ 0.127: the soft clamp only bounds its shrinking side. Both
             # terms by the same op in the same dtype: exactly 0 (the identity) at raw = 0.
             two = tf.constant(2.0, raw.dtype)
             log_factor = tf.math.log_sigmoid(raw + two) - tf.math.log_sigmoid(two)
-            return params[..., 0], -soft_clamp(log_factor, self.log_scale_bound)
-        return params[..., 0], soft_clamp(raw, self.log_scale_bound)
+            return shift, -soft_clamp(log_factor, self.log_scale_bound)
+        return shift, soft_clamp(raw, self.log_scale_bound)
 
     def _scale_then_shift(self, x, params):
         shift, log_scale = self._shift_and_log_scale(params)
