@@ -50,8 +50,11 @@ class ActNorm(FlowBijector):
     is 0, the layer first sets `b = -mean(x)` and `s = -log(std(x) + eps)` per channel from
     that batch, so the output of this step has zero mean and unit variance per channel; the
     transform and log-det of that same call already use the new values. The flag is a saved
-    Keras weight and the check is a `tf.cond`, so it happens once, inside a compiled (XLA)
-    train step, and never again after reloading. Calls without `training` (inference,
+    Keras weight, so it happens once and never again after reloading: `fit` runs one
+    training batch through the flow before it compiles its step (see
+    `tff.nets.ActNormParams`); a step compiled before the layer is initialised checks the
+    flag with a `tf.cond` and initialises inside itself, also under XLA. Calls without
+    `training` (inference,
     `log_prob`, the dummy call a `Flow` makes to build its weights) never initialise. To
     initialise explicitly, outside `fit`, use `initialize_actnorm(flow_or_bijector, x)`.
 

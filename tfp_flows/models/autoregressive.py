@@ -29,7 +29,7 @@ class MAF(Flow):
 
     With `actnorm=True` (the default) the data first meet a per-dimension ActNorm
     (`tff.bijectors.ActNorm`, Glow's activation normalisation) whose shift and log-scale
-    `fit` initialises from the first training batch, so that the MADEs see zero-mean,
+    `fit` initialises from one training batch, so that the MADEs see zero-mean,
     unit-variance inputs whatever the data's scale; its log-det counts, so the density
     stays that of the data. (Outside `fit`, `tff.bijectors.initialize_actnorm(flow, x)`
     initialises it.) On 63-d image patches of standard deviation 0.08 it was worth about
