@@ -136,6 +136,25 @@ def test_jacobian_is_triangular_in_the_made_order(transformer):
         assert np.any(jacobian[order[None, :] < order[:, None]] > 0.0)
 
 
+@pytest.mark.parametrize("conditional", [False, True])
+def test_made_param_blocks_give_the_same_flow_and_subclasses_keep_the_tensor(conditional):
+    blocks = maf(5, conditional=conditional)
+    # A subclass overriding `call` (without `param_blocks`) gets the `[..., D, P]` path.
+    tensor = maf(5, conditional=conditional, cls=_CountingMADE, name="blocks_test")
+    x = normal([7, 5], seed=4)
+    kwargs = {"context": normal([7, CONTEXT_SIZE], seed=5)} if conditional else {}
+    blocks.inverse(x, **kwargs)
+    tensor.inverse(x, **kwargs)
+    tensor.made.set_weights(blocks.made.get_weights())
+    for method in ("inverse", "forward"):
+        np.testing.assert_allclose(getattr(tensor, method)(x, **kwargs),
+                                   getattr(blocks, method)(x, **kwargs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tensor.inverse_log_det_jacobian(x, 1, **kwargs),
+                               blocks.inverse_log_det_jacobian(x, 1, **kwargs),
+                               rtol=1e-5, atol=1e-5)
+    assert _CALLS["blocks_test"] > 0
+
+
 def test_extra_batch_dimensions_and_broadcast_context():
     bijector = maf(4, "spline", conditional=True)
     x = normal([2, 3, 4])

@@ -142,6 +142,22 @@ def test_config_round_trip_keeps_masks_and_outputs():
     assert restored.layers[0].input_order.tolist() == [2, 1, 3, 5, 4]
 
 
+@pytest.mark.parametrize("num_blocks, context_size", [(0, None), (1, 2)])
+def test_param_blocks_are_the_parameters_split_by_parameter(num_blocks, context_size):
+    made = MADE(D, 3, [16, 16] if not num_blocks else [16], num_blocks=num_blocks,
+                ordering="random", seed=2, zero_init=False, context_size=context_size)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=[2, 4, D]).astype("float32")
+    kwargs = {} if context_size is None else {
+        "context": rng.normal(size=[2, 4, context_size]).astype("float32")}
+    expected = made(x, **kwargs).numpy()
+    blocks = made(x, param_blocks=True, **kwargs)
+    assert isinstance(blocks, tuple) and len(blocks) == 3
+    for p, block in enumerate(blocks):
+        assert block.shape == (2, 4, D)
+        np.testing.assert_allclose(block.numpy(), expected[..., p], rtol=1e-5, atol=1e-6)
+
+
 def test_works_on_extra_batch_dimensions_and_under_xla():
     made = MADE(D, 2, [16], zero_init=False)
     x = np.random.default_rng(2).normal(size=[2, 3, D]).astype("float32")

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from tfp_flows._validation import check_int, check_positive_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
-from tfp_flows.bijectors.transformers import Affine, RationalQuadraticSpline, Transformer
+from tfp_flows.bijectors.transformers import (
+    Affine, RationalQuadraticSpline, Transformer, takes_param_tuple)
 
 __all__ = ["MaskedAutoregressiveFlow", "make_transformer"]
 
@@ -170,9 +171,16 @@ class MaskedAutoregressiveFlow(FlowBijector):
         """MADE parameters `[N, D, P]` of `x` `[N, D]` (by `made`, else `self.made`), in the
         data dtype."""
         made = self.made if made is None else made
-        params = made(x) if context is None else made(x, context=context)
+        kwargs = {} if context is None else {"context": context}
+        # A MADE hands a transformer that takes parameter tuples its parameters as blocks
+        # `[N, D]`, sparing the strided slices of `[N, D, P]` (see `tff.nets.MADE`). Read
+        # from the layer's own class, so a subclass overriding `call` gets the tensor path.
+        if (takes_param_tuple(self.transformer)
+                and vars(type(made)).get("offers_param_blocks", False)):
+            return tuple(tf.cast(block, x.dtype)
+                         for block in made(x, param_blocks=True, **kwargs))
         # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
-        return tf.cast(params, x.dtype)
+        return tf.cast(made(x, **kwargs), x.dtype)
 
     def _elementwise(self, value, params, inverse):
         """Applies `tau` (or `tau^{-1}` when `inverse`) with `params` `[N, D, P]`.

@@ -109,9 +109,14 @@ class _MaskedDense(keras.layers.Layer):
             shape=self.mask.shape[1:], name="bias",
             initializer="zeros" if self.zero_init else _fresh(self.bias_initializer))
 
-    def call(self, inputs):
-        mask = keras.ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
-        return keras.ops.matmul(inputs, self.kernel * mask) + self.bias
+    def call(self, inputs, num_blocks=None):
+        """With `num_blocks=P`, the tuple of the `P` outputs from columns `p, p + P, ...`
+        (strided columns of the kernel and bias: far cheaper than slicing the outputs)."""
+        kernel = self.kernel * keras.ops.convert_to_tensor(self.mask, dtype=self.kernel.dtype)
+        if num_blocks is None:
+            return keras.ops.matmul(inputs, kernel) + self.bias
+        return tuple(keras.ops.matmul(inputs, kernel[:, p::num_blocks])
+                     + self.bias[p::num_blocks] for p in range(num_blocks))
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -161,6 +166,11 @@ class MADE(keras.layers.Layer):
         seed: seed of random orderings and degrees.
         **kwargs: passed to `keras.layers.Layer` (`name`, `dtype`).
 
+    `made(x, context=None, param_blocks=True)` returns the same parameters as a tuple of
+    `params_per_dim` tensors `[..., D]` (parameter `p` of every dimension): what a
+    transformer that takes parameter tuples (`tff.bijectors.Affine`) reads, without the
+    strided slices, and their gradients, of the `[..., D, params_per_dim]` form.
+
     Example:
         >>> made = MADE(3, params_per_dim=2, hidden_units=[16], zero_init=False)
         >>> made(np.zeros([5, 3], "float32")).shape
@@ -168,6 +178,10 @@ class MADE(keras.layers.Layer):
         >>> made.input_order.tolist()  # input j comes input_order[j]-th
         [1, 2, 3]
     """
+
+    # `call(..., param_blocks=True)` is supported (read by `MaskedAutoregressiveFlow` from
+    # this class itself, not inherited).
+    offers_param_blocks = True
 
     def __init__(self, event_size, params_per_dim, hidden_units=(256, 256),
                  ordering="left-to-right", hidden_degrees="equal", num_blocks=0,
@@ -245,7 +259,7 @@ class MADE(keras.layers.Layer):
         for layer in self.context_layers:
             layer.build(list(context_shape))
 
-    def call(self, inputs, context=None):
+    def call(self, inputs, context=None, param_blocks=False):
         if (context is None) != (self.context_size is None):
             raise ValueError(f"{self.name}: context_size is {self.context_size} but got "
                              f"{'no' if context is None else 'a'} context")
@@ -262,6 +276,14 @@ class MADE(keras.layers.Layer):
             hidden = hidden + second(self.activation(first(self.activation(hidden))))
         if self.block_layers:
             hidden = self.activation(hidden)
+        if param_blocks:
+            # Output column `i * params_per_dim + p` holds parameter `p` of dimension `i`.
+            blocks = self.output_layer(hidden, num_blocks=self.params_per_dim)
+            if context is not None:
+                context_params = self.context_layers[1](context)
+                blocks = tuple(block + context_params[..., p::self.params_per_dim]
+                               for p, block in enumerate(blocks))
+            return blocks
         params = self.output_layer(hidden)
         if context is not None:
             params = params + self.context_layers[1](context)
