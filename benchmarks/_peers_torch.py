@@ -139,7 +139,8 @@ def measure(args, spec):
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     side = SIDES[args.model](spec)
-    optimizer = torch.optim.Adam(side.model.parameters(), lr=args.lr)
+    optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[args.optimizer](
+        side.model.parameters(), lr=args.lr)
     stamps, skipped = [], 0
     side.model.train()
     for step in range(steps):
@@ -185,6 +186,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()

@@ -7,7 +7,11 @@ import tensorflow as tf
 from tfp_flows._validation import check_int, check_positive_number
 from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
 from tfp_flows.bijectors.transformers import (
-    Affine, RationalQuadraticSpline, Transformer, takes_param_tuple)
+    Affine,
+    RationalQuadraticSpline,
+    Transformer,
+    takes_param_tuple,
+)
 
 __all__ = ["MaskedAutoregressiveFlow", "make_transformer"]
 
