@@ -173,21 +173,23 @@ class MaskedAutoregressiveFlow(FlowBijector):
 
     def _params(self, x, context, made=None):
         """MADE parameters `[N, D, P]` of `x` `[N, D]` (by `made`, else `self.made`), in the
-        data dtype."""
+        data dtype (log-dets stay float32 under a mixed-precision policy).
+
+        A `tff.nets.MADE` hands a transformer that takes parameter tuples the `P` blocks
+        `[N, D]` instead, sparing the strided slices of `[N, D, P]` and their gradients.
+        `offers_param_blocks` is read from the layer's own class, so a subclass that
+        overrides `call` keeps the tensor.
+        """
         made = self.made if made is None else made
         kwargs = {} if context is None else {"context": context}
-        # A MADE hands a transformer that takes parameter tuples its parameters as blocks
-        # `[N, D]`, sparing the strided slices of `[N, D, P]` (see `tff.nets.MADE`). Read
-        # from the layer's own class, so a subclass overriding `call` gets the tensor path.
         if (takes_param_tuple(self.transformer)
                 and vars(type(made)).get("offers_param_blocks", False)):
             return tuple(tf.cast(block, x.dtype)
                          for block in made(x, param_blocks=True, **kwargs))
-        # Log-dets stay in the data dtype (float32) even under a mixed-precision policy.
         return tf.cast(made(x, **kwargs), x.dtype)
 
     def _elementwise(self, value, params, inverse):
-        """Applies `tau` (or `tau^{-1}` when `inverse`) with `params` `[N, D, P]`.
+        """Applies `tau` (or `tau^{-1}` when `inverse`) with `params` (`_params`' output).
 
         Returns the transformed `[N, D]` and the log-det of the applied map summed over the
         event, `[N]`.

@@ -180,7 +180,7 @@ class MADE(keras.layers.Layer):
     """
 
     # `call(..., param_blocks=True)` is supported (read by `MaskedAutoregressiveFlow` from
-    # this class itself, not inherited).
+    # this class itself, not inherited by subclasses that override `call`).
     offers_param_blocks = True
 
     def __init__(self, event_size, params_per_dim, hidden_units=(256, 256),
