@@ -132,18 +132,14 @@ def best_rate(fn, count, repeats=3, min_seconds=1.0):
     return best
 
 
-def measure(args, spec):
-    data = np.load(args.data)
-    train, test = data["train"], data["test"]
-    steps = len(train) // args.batch
-    torch.manual_seed(args.seed)
-    start = time.perf_counter()
-    side = SIDES[args.model](spec)
+def train_steps(side, train, args):
+    """Trains `side` one step per batch of `train`, in order: `(end time of each step,
+    number of steps skipped)`."""
     optimizer = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[args.optimizer](
         side.model.parameters(), lr=args.lr)
     stamps, skipped = [], 0
     side.model.train()
-    for step in range(steps):
+    for step in range(len(train) // args.batch):
         optimizer.zero_grad()
         loss = side.loss(train[step * args.batch:(step + 1) * args.batch])
         # As normflows' Glow example does: a step whose loss is not finite is skipped.
@@ -153,7 +149,22 @@ def measure(args, spec):
         else:
             skipped += 1
         stamps.append(time.perf_counter())
-    step_seconds = np.diff(stamps)[max(args.warmup - 1, 0):]
+    return stamps, skipped
+
+
+def median_step(stamps, warmup):
+    """Median of the per-step times after `warmup` steps (the same rule as `peers.py`)."""
+    step_seconds = np.diff(stamps)[max(warmup - 1, 0):]
+    return float(np.median(step_seconds)) if len(step_seconds) else float("nan")
+
+
+def measure(args, spec):
+    data = np.load(args.data)
+    train, test = data["train"], data["test"]
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    side = SIDES[args.model](spec)
+    stamps, skipped = train_steps(side, train, args)
     side.model.eval()
     with torch.no_grad():
         log_probs = torch.cat([side.log_prob(test[i:i + args.batch])
@@ -162,12 +173,12 @@ def measure(args, spec):
         log_prob_rate = best_rate(lambda: side.log_prob(batch), len(batch))
         sample_rate = best_rate(lambda: side.sample(args.batch), args.batch)
         samples = side.sample(args.batch).numpy()
-    return {
+    result = {
         "params": count_params(side.model),
-        "steps": steps,
+        "steps": len(stamps),
         "skipped_steps": skipped,
         "first_step_s": stamps[0] - start,
-        "step_s": float(np.median(step_seconds)) if len(step_seconds) else float("nan"),
+        "step_s": median_step(stamps, args.warmup),
         "test_nll": float(-np.mean(log_probs)),
         "test_log_prob_finite": bool(np.all(np.isfinite(log_probs))),
         "log_prob_per_s": log_prob_rate,
@@ -175,6 +186,11 @@ def measure(args, spec):
         "samples_finite": bool(np.all(np.isfinite(samples))),
         "versions": versions(),
     }
+    if args.model == "glow" and args.floor_steps:
+        floor = SIDES[args.model]({**spec, "hidden_channels": args.floor_channels})
+        floor_stamps, _ = train_steps(floor, train[:args.floor_steps * args.batch], args)
+        result["floor_step_s"] = median_step(floor_stamps, args.warmup)
+    return result
 
 
 def main():
@@ -187,6 +203,10 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
+    parser.add_argument("--floor-steps", type=int, default=0,
+                        help="also train Glow this many steps with narrow conditioners")
+    parser.add_argument("--floor-channels", type=int, default=8,
+                        help="hidden channels of those conditioners")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()

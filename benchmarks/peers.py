@@ -37,8 +37,11 @@ times after `--warmup` steps, which excludes tracing and ActNorm's initialisatio
 time from building the model to the end of the first step; after the equal step budget,
 the test NLL (MAF) or bits/dim (Glow); `log_prob` and sampling rates (examples/s, the best
 of 3 timings of >= 1 s after a warm-up call, on a batch of the training batch's size);
-whether samples are finite. For our Glow also how its training step divides: its
-conditioners alone (forward and backward on their inputs' shapes) against the whole step.
+whether samples are finite. For Glow also where the step goes, on both sides: the step of
+the same flow with 8-channel conditioners (its floor: everything but the conditioners'
+width), trained 60 steps on the same data, against the full step. (Timing the conditioners
+alone, in one graph, undercounts them: independent of each other there, they run in
+parallel on TensorFlow's inter-op threads.)
 
 Ours runs with the current `sys.executable` (the library's default `compile`, plain graphs
 on CPU); the peer's side is `benchmarks/_peers_torch.py`, run by `--peer-python` (eager
@@ -95,6 +98,11 @@ GLOW_CANDIDATES = [{"split_prior": False}, {"split_prior": False, "conditioner_a
                    {"split_prior": True}]
 NAMES = {"glow": "Glow", "maf": "MAF"}
 TARGET_SPEEDUP = 1.5
+# Glow's floor: the same flow with conditioners this narrow (nearly free), trained this many
+# steps by both sides, splits a step into what the flow around the conditioners costs and
+# what 128-channel conditioners add.
+FLOOR_CHANNELS = 8
+FLOOR_STEPS = 60
 PARAMS_TOLERANCE = 0.05
 DIGITS_LEVELS = 17  # the scikit-learn digits count set pixels in 4x4 blocks: 0..16
 NUM_TRAIN = 1437
@@ -141,38 +149,6 @@ def build_ours(model, config):
     return build_our_glow(**config) if model == "glow" else build_our_maf()
 
 
-def _conditioner_step_seconds(flow, batch, repeats=10):
-    """Median seconds of a forward and backward pass through all of Glow's conditioners
-    alone, on inputs of the shapes they were built for (or `None` if those are unknown)."""
-    import tensorflow as tf
-
-    layers = [*flow.conditioners, *getattr(flow, "priors", [])]
-    try:
-        # Keras records the shapes a layer was built for; the builder builds every
-        # conditioner on its coupling's half of the event.
-        shapes = [layer._build_shapes_dict["inputs_shape"] for layer in layers]
-    except (AttributeError, KeyError, TypeError):
-        return None
-    inputs = [tf.random.stateless_normal([batch, *shape[1:]], seed=[i, 0])
-              for i, shape in enumerate(shapes)]
-    weights = [w for layer in layers for w in layer.trainable_weights]
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            loss = tf.add_n([tf.reduce_sum(layer(x)) for layer, x in zip(layers, inputs)])
-        return tape.gradient(loss, [*inputs, *weights])
-
-    np.asarray(step()[0])  # warm-up: tracing
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.asarray(step()[0])
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def our_count(model):
     """`[(config, parameters)]` of our candidates for `model`."""
     candidates = GLOW_CANDIDATES if model == "glow" else [{}]
@@ -183,10 +159,9 @@ def our_count(model):
     return counts
 
 
-def our_measure(args):
-    """Trains and measures our model in this (fresh) process."""
+def _our_step_seconds(flow, train, args):
+    """`fit` on `train` (one epoch, in order): the end time of each step."""
     import keras
-    from _report import best_rate, machine
 
     class StepEnds(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -195,18 +170,33 @@ def our_measure(args):
         def on_train_batch_end(self, batch, logs=None):
             self.stamps.append(time.perf_counter())
 
-    data = np.load(args.data)
-    train, test = data["train"], data["test"]
-    keras.utils.set_random_seed(args.seed)
-    start = time.perf_counter()
-    flow, kwargs = build_ours(args.model, json.loads(args.config))
     # torch's epsilon, so that the optimizers are the same.
     optimizer = {"adam": keras.optimizers.Adam, "adamax": keras.optimizers.Adamax}[args.optimizer]
     flow.compile(optimizer=optimizer(args.lr, epsilon=1e-8))
     timer = StepEnds()
     flow.fit(train, batch_size=args.batch, epochs=1, shuffle=False, verbose=0,
              callbacks=[timer])
-    step_seconds = np.diff(timer.stamps)[max(args.warmup - 1, 0):]
+    return timer.stamps
+
+
+def median_step(stamps, warmup):
+    """Median of the per-step times after `warmup` steps (NaN if none is left)."""
+    step_seconds = np.diff(stamps)[max(warmup - 1, 0):]
+    return float(np.median(step_seconds)) if len(step_seconds) else float("nan")
+
+
+def our_measure(args):
+    """Trains and measures our model in this (fresh) process."""
+    import keras
+    from _report import best_rate, machine
+
+    data = np.load(args.data)
+    train, test = data["train"], data["test"]
+    keras.utils.set_random_seed(args.seed)
+    start = time.perf_counter()
+    config = json.loads(args.config)
+    flow, kwargs = build_ours(args.model, config)
+    stamps = _our_step_seconds(flow, train, args)
     log_probs = np.concatenate([np.asarray(flow.log_prob(test[i:i + args.batch]))
                                 for i in range(0, len(test), args.batch)])
     batch = test[:args.batch]
@@ -215,9 +205,9 @@ def our_measure(args):
     result = {
         "params": int(flow.count_params()),
         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
-        "steps": len(timer.stamps),
-        "first_step_s": timer.stamps[0] - start,
-        "step_s": float(np.median(step_seconds)) if len(step_seconds) else float("nan"),
+        "steps": len(stamps),
+        "first_step_s": stamps[0] - start,
+        "step_s": median_step(stamps, args.warmup),
         "test_nll": float(-np.mean(log_probs)),
         "test_log_prob_finite": bool(np.all(np.isfinite(log_probs))),
         "log_prob_per_s": best_rate(lambda: flow.log_prob(batch), len(batch), 3, 1.0),
@@ -226,8 +216,10 @@ def our_measure(args):
         "samples_finite": bool(np.all(np.isfinite(samples))),
         "versions": machine(),
     }
-    if args.model == "glow":
-        result["conditioners_s"] = _conditioner_step_seconds(flow, args.batch)
+    if args.model == "glow" and args.floor_steps:
+        floor, _ = build_our_glow(**config, hidden_channels=args.floor_channels)
+        floor_stamps = _our_step_seconds(floor, train[:args.floor_steps * args.batch], args)
+        result["floor_step_s"] = median_step(floor_stamps, args.warmup)
     return result
 
 
@@ -346,6 +338,8 @@ def measure(args):
                 common = ["--seed", str(seed), "--batch", str(info["batch"]),
                           "--lr", str(info["lr"]), "--optimizer", info["optimizer"],
                           "--warmup", str(args.warmup),
+                          "--floor-steps", str(FLOOR_STEPS if model == "glow" else 0),
+                          "--floor-channels", str(FLOOR_CHANNELS),
                           "--threads", str(args.threads), "--data", path]
                 # First and second in turn: a drift in the load favours neither side.
                 order = ["ours", "peer"] if (seed + index) % 2 == 0 else ["peer", "ours"]
@@ -364,6 +358,23 @@ def measure(args):
 
 
 # --- The report -------------------------------------------------------------------------
+
+def _floor_line(runs):
+    """Glow's step split into its floor (8-channel conditioners) and what 128 channels add,
+    for both sides: the step's ratio lies between the two parts' ratios."""
+    ours, peer = (_median(runs[side], "step_s") for side in ("ours", "peer"))
+    ours_floor, peer_floor = (_median(runs[side], "floor_step_s") for side in ("ours", "peer"))
+    if not np.isfinite(ours_floor) or not np.isfinite(peer_floor):
+        return "Glow's floor was not measured."
+    return (f"Where Glow's step goes: the same flow with {FLOOR_CHANNELS}-channel conditioners "
+            f"({FLOOR_STEPS} steps; the ActNorms, 1x1 convolutions, couplings, squeezes, "
+            f"log-dets, optimizer and loop, with nearly free conditioners) steps in "
+            f"{ours_floor * 1e3:.1f} ms (ours) and {peer_floor * 1e3:.1f} ms (normflows): "
+            f"x{peer_floor / ours_floor:.2f}; what the 128-channel conditioners add is "
+            f"{(ours - ours_floor) * 1e3:.0f} ms and {(peer - peer_floor) * 1e3:.0f} ms: "
+            f"x{(peer - peer_floor) / (ours - ours_floor):.2f}. The step's ratio lies between "
+            f"the two; x{TARGET_SPEEDUP} needs both.")
+
 
 def _median(runs, key):
     values = [run[key] for run in runs if run.get(key) is not None]
@@ -501,15 +512,7 @@ def markdown(results, args, load):
                                for c, n, _ in runs["counts"])
             lines.append(f"Our Glow's candidates ({counts}) against normflows' "
                          f"{runs['peer_count']:,}: the closest is measured.")
-            conditioners = _median(runs["ours"], "conditioners_s")
-            step = _median(runs["ours"], "step_s")
-            if np.isfinite(conditioners):
-                lines.append(
-                    f"Our Glow's training step ({step * 1e3:.0f} ms): its conditioners "
-                    f"alone (forward and backward on their inputs' shapes) take "
-                    f"{conditioners * 1e3:.0f} ms ({conditioners / step:.0%}); the rest "
-                    f"(ActNorm, 1x1 convolutions, splits, squeezes, log-dets, the "
-                    f"optimizer, `fit`) about {(step - conditioners) * 1e3:.0f} ms.")
+            lines.append(_floor_line(runs))
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -538,6 +541,9 @@ def main():
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default="adam",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--floor-steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-channels", type=int, default=FLOOR_CHANNELS,
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child or args.child_count:
