@@ -159,7 +159,7 @@ def our_count(model):
     return counts
 
 
-def _our_step_seconds(flow, train, args):
+def _our_step_ends(flow, train, args):
     """`fit` on `train` (one epoch, in order): the end time of each step."""
     import keras
 
@@ -196,7 +196,7 @@ def our_measure(args):
     start = time.perf_counter()
     config = json.loads(args.config)
     flow, kwargs = build_ours(args.model, config)
-    stamps = _our_step_seconds(flow, train, args)
+    stamps = _our_step_ends(flow, train, args)
     log_probs = np.concatenate([np.asarray(flow.log_prob(test[i:i + args.batch]))
                                 for i in range(0, len(test), args.batch)])
     batch = test[:args.batch]
@@ -218,7 +218,7 @@ def our_measure(args):
     }
     if args.model == "glow" and args.floor_steps:
         floor, _ = build_our_glow(**config, hidden_channels=args.floor_channels)
-        floor_stamps = _our_step_seconds(floor, train[:args.floor_steps * args.batch], args)
+        floor_stamps = _our_step_ends(floor, train[:args.floor_steps * args.batch], args)
         result["floor_step_s"] = median_step(floor_stamps, args.warmup)
     return result
 
@@ -360,8 +360,8 @@ def measure(args):
 # --- The report -------------------------------------------------------------------------
 
 def _floor_line(runs):
-    """Glow's step split into its floor (8-channel conditioners) and what 128 channels add,
-    for both sides: the step's ratio lies between the two parts' ratios."""
+    """Glow's step split into its floor (`FLOOR_CHANNELS`-channel conditioners) and what
+    the full width adds, for both sides: the step's ratio lies between the two parts'."""
     ours, peer = (_median(runs[side], "step_s") for side in ("ours", "peer"))
     ours_floor, peer_floor = (_median(runs[side], "floor_step_s") for side in ("ours", "peer"))
     if not np.isfinite(ours_floor) or not np.isfinite(peer_floor):
@@ -370,7 +370,8 @@ def _floor_line(runs):
             f"({FLOOR_STEPS} steps; the ActNorms, 1x1 convolutions, couplings, squeezes, "
             f"log-dets, optimizer and loop, with nearly free conditioners) steps in "
             f"{ours_floor * 1e3:.1f} ms (ours) and {peer_floor * 1e3:.1f} ms (normflows): "
-            f"x{peer_floor / ours_floor:.2f}; what the 128-channel conditioners add is "
+            f"x{peer_floor / ours_floor:.2f}; what the {GLOW_SPEC['hidden_channels']}-channel "
+            f"conditioners add is "
             f"{(ours - ours_floor) * 1e3:.0f} ms and {(peer - peer_floor) * 1e3:.0f} ms: "
             f"x{(peer - peer_floor) / (ours - ours_floor):.2f}. The step's ratio lies between "
             f"the two; x{TARGET_SPEEDUP} needs both.")

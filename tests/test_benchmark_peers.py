@@ -78,3 +78,15 @@ def test_verdicts_follow_the_numbers():
                                         1000))
     assert "bits/dim 3.000 against 3.500" in glow["metric"][1]
     assert "NOT MET" in peers._verdict_line("maf", _runs(0.1, 0.2, 80.0, 81.0, 2000))
+
+
+def test_glow_step_split_into_its_floor_and_the_conditioners_width():
+    runs = {"ours": [{"step_s": 0.110, "floor_step_s": 0.030},
+                     {"step_s": 0.120, "floor_step_s": 0.020}],
+            "peer": [{"step_s": 0.150, "floor_step_s": 0.030}]}
+    line = peers._floor_line(runs)
+    # Medians: ours 115 ms with a 25 ms floor, the peer 150 ms with a 30 ms floor.
+    assert "25.0 ms (ours) and 30.0 ms (normflows): x1.20" in line
+    assert "add is 90 ms and 120 ms: x1.33" in line
+    assert peers._floor_line({"ours": [{"step_s": 0.1}], "peer": [{"step_s": 0.1}]}) == (
+        "Glow's floor was not measured.")
