@@ -5,7 +5,12 @@ import keras
 import tensorflow as tf
 
 from tfp_flows._validation import check_int, check_positive_number
-from tfp_flows.bijectors.base import FlowBijector, check_event_shape, resolve_context_size
+from tfp_flows.bijectors.base import (
+    FlowBijector,
+    check_event_shape,
+    class_declares,
+    resolve_context_size,
+)
 from tfp_flows.bijectors.transformers import (
     Affine,
     RationalQuadraticSpline,
@@ -183,7 +188,7 @@ class MaskedAutoregressiveFlow(FlowBijector):
         made = self.made if made is None else made
         kwargs = {} if context is None else {"context": context}
         if (takes_param_tuple(self.transformer)
-                and vars(type(made)).get("offers_param_blocks", False)):
+                and class_declares(made, "offers_param_blocks")):
             return tuple(tf.cast(block, x.dtype)
                          for block in made(x, param_blocks=True, **kwargs))
         return tf.cast(made(x, **kwargs), x.dtype)

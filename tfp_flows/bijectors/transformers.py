@@ -27,7 +27,7 @@ from tfp_flows._validation import (
     check_number,
     check_positive_number,
 )
-from tfp_flows.bijectors.base import soft_clamp
+from tfp_flows.bijectors.base import class_declares, soft_clamp
 
 __all__ = [
     "TRANSFORMER_NAMES",
@@ -57,7 +57,7 @@ def _param_list(params, num_params):
 
 def takes_param_tuple(transformer):
     """Whether `transformer`'s own class declares `takes_param_tuple = True`."""
-    return bool(vars(type(transformer)).get("takes_param_tuple", False))
+    return class_declares(transformer, "takes_param_tuple")
 
 
 class Transformer(abc.ABC):
