@@ -8,7 +8,8 @@ the model and prints its parameter count and the versions of its libraries.
 
 Usage: python benchmarks/_peers_torch.py --model glow|maf --spec JSON
     [--threads N]
-    (--count | --data NPZ --seed N --batch N --lr LR --warmup N)
+    (--count | --data NPZ --seed N --batch N --lr LR --optimizer adam|adamax --warmup N
+     [--floor-steps N --floor-channels N])
 """
 
 import argparse
@@ -21,6 +22,9 @@ import warnings
 
 import numpy as np
 import torch
+
+# `peers.py` imports only the standard library and NumPy at module level.
+from peers import FLOOR_CHANNELS, median_step
 
 # normflows' LU 1x1 convolution calls the deprecated `torch.lu`: one warning per build.
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -152,12 +156,6 @@ def train_steps(side, train, args):
     return stamps, skipped
 
 
-def median_step(stamps, warmup):
-    """Median of the per-step times after `warmup` steps (the same rule as `peers.py`)."""
-    step_seconds = np.diff(stamps)[max(warmup - 1, 0):]
-    return float(np.median(step_seconds)) if len(step_seconds) else float("nan")
-
-
 def measure(args, spec):
     data = np.load(args.data)
     train, test = data["train"], data["test"]
@@ -205,7 +203,7 @@ def main():
     parser.add_argument("--optimizer", choices=["adam", "adamax"], default="adam")
     parser.add_argument("--floor-steps", type=int, default=0,
                         help="also train Glow this many steps with narrow conditioners")
-    parser.add_argument("--floor-channels", type=int, default=8,
+    parser.add_argument("--floor-channels", type=int, default=FLOOR_CHANNELS,
                         help="hidden channels of those conditioners")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
