@@ -443,13 +443,14 @@ def test_made_trunk_and_masked_projection_have_made_s_masks():
     np.testing.assert_array_equal(projection.mask, made.output_layer.mask)
 
 
-def _made_conditioner(kinds, ordering, seed=0):
+def _made_conditioner(kinds, ordering, seed=0, params_per_dim=3,
+                      cls=nets.SharedTrunkConditioner):
     rng = np.random.default_rng(seed)
     trunk = nets.MADETrunk(4, [16, 16], concat_channels=2 if "concat" in kinds else None,
                            bias_channels=3 if "bias" in kinds else None, ordering=ordering)
-    projection = nets.MaskedStepProjection(3, trunk.input_order, trunk.feature_degrees,
-                                           zero_init=False)
-    conditioner = nets.SharedTrunkConditioner(trunk, projection, embedding=kinds or None)
+    projection = nets.MaskedStepProjection(params_per_dim, trunk.input_order,
+                                           trunk.feature_degrees, zero_init=False)
+    conditioner = cls(trunk, projection, embedding=kinds or None)
     conditioner(VECTOR)
     for weight in conditioner.trainable_weights:  # gates and biases away from 1 and 0
         weight.assign(rng.normal(size=weight.shape))
@@ -473,6 +474,39 @@ def test_made_trunk_with_masked_projection_is_autoregressive(kinds):
     np.testing.assert_array_equal(depends, order[None, :] < order[:, None])
     # The precomputed step terms give the same map.
     np.testing.assert_allclose(conditioner.precompute()(x), params, rtol=1e-6)
+    # As parameter blocks (what an affine MaskedAutoregressiveFlow reads): the same values.
+    for call in (conditioner, conditioner.precompute()):
+        blocks = call(x, param_blocks=True)
+        assert isinstance(blocks, tuple) and len(blocks) == 3
+        for p, block in enumerate(blocks):
+            np.testing.assert_allclose(block, params[..., p], rtol=1e-6, atol=1e-6)
+
+
+class _TensorOnlyConditioner(nets.SharedTrunkConditioner):
+    """Overrides `call` without `param_blocks`: a flow must hand it no such argument."""
+
+    def call(self, inputs):
+        return super().call(inputs)
+
+
+def test_affine_steps_read_parameter_blocks_and_subclasses_keep_the_tensor():
+    kinds, order = ("concat", "bias", "gate"), [3, 1, 4, 2]
+    flows = [bijectors.MaskedAutoregressiveFlow(
+        _made_conditioner(kinds, order, seed=2, params_per_dim=2, cls=cls), [4],
+        transformer="affine") for cls in (nets.SharedTrunkConditioner, _TensorOnlyConditioner)]
+    blocks, tensor = flows
+    # Milder than _made_conditioner's unit-scale weights, so float32 sampling inverts well.
+    blocks.made.set_weights([0.3 * w for w in blocks.made.get_weights()])
+    tensor.made.set_weights(blocks.made.get_weights())
+    x = tf.constant(VECTOR)
+    z = blocks.inverse(x)
+    assert not np.allclose(z, VECTOR, atol=1e-2)
+    np.testing.assert_allclose(tensor.inverse(x), z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tensor.inverse_log_det_jacobian(x, 1),
+                               blocks.inverse_log_det_jacobian(x, 1), rtol=1e-5, atol=1e-5)
+    # Sampling (the precomputed function, D passes) inverts it on both paths.
+    for flow in flows:
+        np.testing.assert_allclose(flow.forward(tf.identity(z)), VECTOR, atol=1e-4)
 
 
 @pytest.mark.parametrize("transformer, modes", [

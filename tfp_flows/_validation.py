@@ -4,6 +4,9 @@ One rule for every check: a value of the wrong type raises `TypeError`, a value 
 type outside its allowed range raises `ValueError`, and each message names the argument,
 what was expected and what was received. `bool` is never accepted where a number is
 expected (`True` is an int in Python, but never a meaningful count).
+
+`class_declares` reads a capability flag off a class (layers of `nets/` declare what the
+bijectors may ask of them).
 """
 
 import math
@@ -16,6 +19,7 @@ __all__ = [
     "check_number",
     "check_positive_int",
     "check_positive_number",
+    "class_declares",
 ]
 
 
@@ -120,3 +124,9 @@ def _expected(kind, minimum, maximum, exclusive_minimum=False, exclusive_maximum
     if maximum is not None:
         return f"{article} {finite}{kind} {'<' if exclusive_maximum else '<='} {maximum:g}"
     return f"{article} {finite}{kind}"
+
+
+def class_declares(obj, flag):
+    """Whether `obj`'s own class sets the class attribute `flag` true. Not inherited: a
+    subclass that overrides the methods the flag vouches for does not claim it."""
+    return bool(vars(type(obj)).get(flag, False))

@@ -4,11 +4,10 @@
 import keras
 import tensorflow as tf
 
-from tfp_flows._validation import check_int, check_positive_number
+from tfp_flows._validation import check_int, check_positive_number, class_declares
 from tfp_flows.bijectors.base import (
     FlowBijector,
     check_event_shape,
-    class_declares,
     resolve_context_size,
 )
 from tfp_flows.bijectors.transformers import (
@@ -180,15 +179,17 @@ class MaskedAutoregressiveFlow(FlowBijector):
         """MADE parameters `[N, D, P]` of `x` `[N, D]` (by `made`, else `self.made`), in the
         data dtype (log-dets stay float32 under a mixed-precision policy).
 
-        A `tff.nets.MADE` hands a transformer that takes parameter tuples the `P` blocks
-        `[N, D]` instead, sparing the strided slices of `[N, D, P]` and their gradients.
-        `offers_param_blocks` is read from the layer's own class, so a subclass that
-        overrides `call` keeps the tensor.
+        A `tff.nets.MADE` (or NanoFlow's `tff.nets.SharedTrunkConditioner`) hands a
+        transformer that takes parameter tuples the `P` blocks `[N, D]` instead, sparing the
+        strided slices of `[N, D, P]` and their gradients. `offers_param_blocks` is read
+        from `self.made`'s own class, so a subclass that overrides `call` keeps the tensor;
+        `made` (the layer, or the function its `precompute()` returned) takes
+        `param_blocks` as the layer does.
         """
         made = self.made if made is None else made
         kwargs = {} if context is None else {"context": context}
         if (takes_param_tuple(self.transformer)
-                and class_declares(made, "offers_param_blocks")):
+                and class_declares(self.made, "offers_param_blocks")):
             return tuple(tf.cast(block, x.dtype)
                          for block in made(x, param_blocks=True, **kwargs))
         return tf.cast(made(x, **kwargs), x.dtype)

@@ -6,8 +6,8 @@ import tensorflow_probability as tfp
 from tfp_flows._validation import check_bool, check_positive_int
 from tfp_flows.bijectors._tfp_private import BijectorCacheWithGreedyAttrs
 
-# check_event_shape, class_declares, flatten_context and resolve_context_size are shared by
-# the bijector modules but are not part of the public API.
+# check_event_shape, flatten_context and resolve_context_size are shared by the bijector
+# modules but are not part of the public API.
 __all__ = ["FlowBijector", "soft_clamp"]
 
 
@@ -15,12 +15,6 @@ def soft_clamp(log_scale, bound):
     """Smoothly bounds `log_scale` to `(-bound, bound)`: `bound * tanh(log_scale / bound)`."""
     bound = tf.cast(bound, log_scale.dtype)
     return bound * tf.tanh(log_scale / bound)
-
-
-def class_declares(obj, flag):
-    """Whether `obj`'s own class sets the class attribute `flag` true. Not inherited: a
-    subclass that overrides the methods the flag vouches for does not claim it."""
-    return bool(vars(type(obj)).get(flag, False))
 
 
 def check_event_shape(event_shape, ranks=(1, 3)):

@@ -26,8 +26,9 @@ from tfp_flows._validation import (
     check_int,
     check_number,
     check_positive_number,
+    class_declares,
 )
-from tfp_flows.bijectors.base import class_declares, soft_clamp
+from tfp_flows.bijectors.base import soft_clamp
 
 __all__ = [
     "TRANSFORMER_NAMES",

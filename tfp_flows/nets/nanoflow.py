@@ -5,7 +5,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfp_flows._validation import check_bool, check_choice, check_int, check_positive_int
+from tfp_flows._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive_int,
+    class_declares,
+)
 from tfp_flows.nets._validation import check_units
 from tfp_flows.nets.made import (
     _check_hidden_degrees,
@@ -531,7 +537,14 @@ class MaskedStepProjection(_MaskedDense):
                              f"shape {list(inputs_shape)}")
         super().build(inputs_shape)
 
-    def call(self, inputs):
+    # `call(..., param_blocks=True)` is supported (read from this class itself, as MADE's).
+    offers_param_blocks = True
+
+    def call(self, inputs, param_blocks=False):
+        """`[..., D, params_per_dim]`, or with `param_blocks=True` (as `MADE`'s) the tuple of
+        the `params_per_dim` blocks `[..., D]`, from strided columns of the kernel."""
+        if param_blocks:
+            return super().call(inputs, num_blocks=self.params_per_dim)
         params = super().call(inputs)
         return ops.reshape(params, (*ops.shape(inputs)[:-1], self.event_size,
                                     self.params_per_dim))
@@ -686,8 +699,21 @@ class SharedTrunkConditioner(keras.layers.Layer):
             inputs["gates"] = ops.exp(ops.convert_to_tensor(self.log_gate))
         return inputs
 
-    def call(self, inputs):
-        return self.projection(self.trunk(inputs, **self.step_inputs()))
+    # `call(..., param_blocks=True)` is supported (read by `MaskedAutoregressiveFlow` from
+    # this class itself, not inherited by subclasses that override `call`).
+    offers_param_blocks = True
+
+    def call(self, inputs, param_blocks=False):
+        """The step's parameters; with `param_blocks=True` (a `MADETrunk`'s conditioner, as
+        `MADE`'s) the tuple of the `params_per_dim` blocks `[..., D]`."""
+        return self._project(self.trunk(inputs, **self.step_inputs()), param_blocks)
+
+    def _project(self, features, param_blocks):
+        if not param_blocks:
+            return self.projection(features)
+        if class_declares(self.projection, "offers_param_blocks"):
+            return self.projection(features, param_blocks=True)
+        return tuple(ops.unstack(self.projection(features), axis=-1))
 
     def precompute(self):
         """`self(inputs)` as a function whose data-independent part is computed now, once.
@@ -698,8 +724,8 @@ class SharedTrunkConditioner(keras.layers.Layer):
         once with this method, then calls the returned function in its loop.
 
         Returns:
-            A function `inputs -> params` equal to `self(inputs)` for this step's current
-            weights.
+            A function `(inputs, param_blocks=False) -> params` equal to
+            `self(inputs, param_blocks=...)` for this step's current weights.
 
         Raises:
             RuntimeError: the conditioner is not built (call it once first).
@@ -707,10 +733,9 @@ class SharedTrunkConditioner(keras.layers.Layer):
         if not self.built:
             raise RuntimeError(f"{self.name} is not built: call it once before precompute()")
         terms = self.trunk._step_terms(**self.step_inputs())
-        trunk, projection = self.trunk, self.projection
 
-        def conditioner(inputs):
-            return projection(trunk._apply(inputs, terms))
+        def conditioner(inputs, param_blocks=False):
+            return self._project(self.trunk._apply(inputs, terms), param_blocks)
 
         return conditioner
 
