@@ -1,7 +1,8 @@
 """NanoFlow's parameter efficiency on the offline 8x8 digits.
 
 Trains, for the same number of steps on the same data, Glow with `K` steps (its own
-conditioner in every step), the same layout built by `NanoFlow(sharing="none")`, the
+conditioner in every step: the conv ResNet, `conditioner="resnet"`, the network NanoFlow's
+trunk is built like), the same layout built by `NanoFlow(sharing="none")`, the
 NanoFlow variants at the same `K` (naive: one trunk and one projection; decomposed: one
 trunk, a projection per step; NanoFlow with each kind of flow indication embedding and the
 original's concat + gate) and NanoFlow with `2K` and `4K` steps (the default concat
@@ -34,7 +35,7 @@ COMMON = {"num_levels": 2, "hidden_channels": 32, "num_bins": tff.datasets.DIGIT
           "dequantization": "uniform"}
 # name -> (builder, its arguments besides COMMON)
 MODELS = {
-    f"Glow, K = {NUM_STEPS}": ("Glow", {"num_steps": NUM_STEPS}),
+    f"Glow, K = {NUM_STEPS}": ("Glow", {"num_steps": NUM_STEPS, "conditioner": "resnet"}),
     f"NanoFlow none (K conditioners), K = {NUM_STEPS}": (
         "NanoFlow", {"num_steps": NUM_STEPS, "sharing": "none"}),
     f"NanoFlow naive, K = {NUM_STEPS}": ("NanoFlow", {"num_steps": NUM_STEPS,
@@ -68,6 +69,7 @@ def markdown(rows, args, info):
         f"Measured by `python benchmarks/nanoflow_efficiency.py --epochs {args.epochs} "
         f"--write` on {info['cpu']} ({info.get('cores', '?')} cores), TensorFlow "
         f"{info.get('tensorflow', '?')}. Every model has 2 levels, conditioner width 32 "
+        f"(Glow's the conv ResNet, `conditioner=\"resnet\"`, like NanoFlow's trunk) "
         f"and trains {args.epochs} epochs of the 1,437 training digits (batch "
         f"{args.batch_size}, Adam 1e-3 with cosine decay, gradient norm clipped at 1, XLA) "
         f"on uniformly dequantized levels. Test bits/dim are those of the discrete digits "
