@@ -111,6 +111,9 @@ class MAF(Flow):
         self.num_spline_bins = num_spline_bins
         self.spline_range = spline_range
         self.seed = seed
+        # Resolved once here and handed to every MADE (not left to each MADE's own `None`
+        # default): constructing one initializer per MADE would draw other random seeds and
+        # change every MAF's initial weights.
         self.kernel_initializer = keras.initializers.get(
             nets.fan_in_uniform() if kernel_initializer is None else kernel_initializer)
         size = self.event_shape[0]
