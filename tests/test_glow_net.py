@@ -114,38 +114,6 @@ def test_every_trainable_weight_gets_a_gradient(actnorm):
         assert grad is not None and np.abs(np.asarray(grad)).max() > 0, weight.path
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "mixed_float16"])
-@pytest.mark.parametrize("size", [14, 20])
-def test_two_stage_output_convolution_is_the_convolution(dtype, size):
-    """At 14x14 pixels or more with thin outputs the output convolution runs as a 1x1
-    convolution to each tap's contribution plus a fixed summing convolution: the same values
-    and gradients (inputs, kernel, bias) as the plain convolution it replaces."""
-    net = nets.GlowConvNet(32, output_channels=3, zero_init=False, dtype=dtype)
-    compute = net.compute_dtype
-    net(np.zeros([1, size, size, 2], compute))
-    assert size * size >= net._TWO_STAGE_MIN_PIXELS and 9 * 3 < 32
-    conv = net.output_conv
-    conv.bias.assign(RNG.normal(size=[3]))
-    hidden = tf.constant(RNG.normal(size=[2, size, size, 32]), compute)
-    weights = [conv.kernel, conv.bias]
-    results = []
-    for output in (net._output, conv):
-        with tf.GradientTape() as tape:
-            tape.watch(hidden)
-            out = output(hidden)
-            assert out.dtype == compute
-            # Weighted so every output pixel and channel has its own gradient.
-            weight = tf.reshape(tf.range(tf.size(out)) % 7, out.shape)
-            loss = tf.reduce_sum(tf.cast(out, "float64") * tf.cast(weight, "float64"))
-        results.append([out, *tape.gradient(loss, [hidden, *weights])])
-    tol = {"float32": 1e-4, "float64": 1e-10, "mixed_float16": 2e-2}[dtype]
-    for fast, plain in zip(*results):
-        scale = np.abs(np.asarray(plain, "float64")).max()
-        np.testing.assert_allclose(np.asarray(fast, "float64"), np.asarray(plain, "float64"),
-                                   rtol=tol, atol=tol * scale)
-    assert np.abs(np.asarray(results[0][0], "float64")).max() > 0
-
-
 @pytest.mark.parametrize("actnorm", [True, False])
 def test_config_round_trip_gives_the_same_outputs(actnorm):
     net = make(actnorm=actnorm)

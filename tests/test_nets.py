@@ -3,8 +3,10 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfp_flows import nets
+from tfp_flows.nets import conv_resnet
 
 RNG = np.random.default_rng(0)
 VECTOR = RNG.normal(size=[3, 4]).astype("float32")
@@ -17,6 +19,41 @@ LAYERS = {
     "residual_mlp": (lambda **kw: nets.ResidualMLP(8, 2, 6, **kw), VECTOR, [3, 6]),
     "conv_resnet": (lambda **kw: nets.ConvResNet(8, 1, 6, **kw), IMAGE, [2, 4, 4, 6]),
 }
+
+
+@pytest.mark.parametrize("make", [lambda **kw: nets.GlowConvNet(32, 3, **kw),
+                                  lambda **kw: nets.ConvResNet(32, 1, 3, **kw)],
+                         ids=["glow_net", "conv_resnet"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "mixed_float16"])
+@pytest.mark.parametrize("size", [14, 20])
+def test_two_stage_output_convolution_is_the_plain_one(make, dtype, size, monkeypatch):
+    """On images of 14x14 or more the thin 3x3 output convolution runs as a 1x1 convolution
+    to each tap's contribution plus a fixed summing convolution: the network gives the
+    values and gradients (inputs and every weight) of the plain convolution."""
+    net = make(zero_init=False, dtype=dtype)
+    compute = net.compute_dtype
+    x = tf.constant(RNG.normal(size=[2, size, size, 2]), compute)
+    net(x)
+    assert size * size >= conv_resnet.TWO_STAGE_MIN_PIXELS and 9 * 3 < 32
+    net.output_conv.bias.assign(RNG.normal(size=[3]))
+    results = []
+    for min_pixels in (conv_resnet.TWO_STAGE_MIN_PIXELS, 10**9):  # two stages, then plain
+        monkeypatch.setattr(conv_resnet, "TWO_STAGE_MIN_PIXELS", min_pixels)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = net(x)
+            assert out.dtype == compute
+            # Weighted so every output pixel and channel has its own gradient.
+            weight = tf.reshape(tf.range(tf.size(out)) % 7, out.shape)
+            loss = tf.reduce_sum(tf.cast(out, "float64") * tf.cast(weight, "float64"))
+        grads = tape.gradient(loss, [x, *net.trainable_weights])
+        results.append([np.asarray(t, "float64") for t in (out, *grads)])
+    fast, plain = results
+    assert not np.array_equal(fast[0], plain[0])  # the two stages did run: other rounding
+    tol = {"float32": 1e-4, "float64": 1e-10, "mixed_float16": 2e-2}[dtype]
+    for a, b in zip(fast, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+    assert np.abs(plain[0]).max() > 0
 
 
 @pytest.mark.parametrize("name", sorted(LAYERS))

@@ -1,6 +1,8 @@
 """A small convolutional ResNet conditioner for image couplings."""
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfp_flows._validation import check_positive_int
 
@@ -18,13 +20,49 @@ def append_context(inputs, context):
     return keras.ops.concatenate([inputs, context], axis=-1)
 
 
+# The fewest pixels per image (14x14) at which `thin_output_conv`'s two-stage form measured
+# faster than one convolution on a 2-core CPU (Glow at 28x28: 7% of a training step); at
+# 7x7 it was slower.
+TWO_STAGE_MIN_PIXELS = 196
+
+
+def thin_output_conv(conv, hidden):
+    """`conv(hidden)` for a 3x3 "same" `keras.layers.Conv2D` with a bias (stride and
+    dilation 1), the zero-initialised output convolution of a coupling network.
+
+    With few output channels (`9 * out < in`) on images of at least `TWO_STAGE_MIN_PIXELS`
+    pixels it runs in two stages, which oneDNN runs faster than a 3x3 convolution with a
+    thin output: a 1x1 convolution computes the contribution of each of the 9 kernel taps
+    (`[B, H, W, 9 * out]`, from the same kernel's columns), then a fixed 0/1 3x3
+    convolution sums each tap's contribution from the pixel it belongs to. Same weights,
+    same result up to float rounding.
+    """
+    in_channels, pixels = hidden.shape[-1], hidden.shape[1:3]
+    out = conv.filters
+    if (None in pixels or pixels[0] * pixels[1] < TWO_STAGE_MIN_PIXELS
+            or in_channels is None or 9 * out >= in_channels):
+        return conv(hidden)
+    kernel = tf.cast(conv.kernel, hidden.dtype)  # [3, 3, in, out]
+    taps = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [1, 1, in_channels, 9 * out])
+    per_tap = tf.nn.conv2d(hidden, taps, strides=1, padding="SAME")
+    # Channel (3 * i + j) * out + o of `per_tap` goes to output channel o from the pixel at
+    # offset (i - 1, j - 1): the plain convolution's tap (i, j).
+    gather = np.zeros([3, 3, 9 * out, out], hidden.dtype.as_numpy_dtype)
+    for i in range(3):
+        for j in range(3):
+            gather[i, j, (3 * i + j) * out + np.arange(out), np.arange(out)] = 1
+    summed = tf.nn.conv2d(per_tap, tf.constant(gather), strides=1, padding="SAME")
+    return tf.nn.bias_add(summed, tf.cast(conv.bias, hidden.dtype))
+
+
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class ConvResNet(keras.layers.Layer):
     """Convolutional residual network mapping `[B, H, W, C_in]` to `[B, H, W, output_channels]`.
 
     A 3x3 input convolution, `num_blocks` residual blocks (3x3 then 1x1 convolution, ReLU,
-    pre-activation) and a zero-initialised 3x3 output convolution. A context vector
-    `[B, K]` is broadcast over the image and appended as K extra input channels.
+    pre-activation) and a zero-initialised 3x3 output convolution (run by
+    `thin_output_conv`). A context vector `[B, K]` is broadcast over the image and appended
+    as K extra input channels.
 
     Args:
         hidden_channels: width of the residual stream.
@@ -79,7 +117,7 @@ class ConvResNet(keras.layers.Layer):
         hidden = self.input_conv(inputs)
         for first, second in self.block_convs:
             hidden = hidden + second(keras.ops.relu(first(keras.ops.relu(hidden))))
-        return self.output_conv(keras.ops.relu(hidden))
+        return thin_output_conv(self.output_conv, keras.ops.relu(hidden))
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).

@@ -1,12 +1,11 @@
 """Glow's coupling network: 3x3 conv, ReLU, 1x1 conv, ReLU, zero-initialised 3x3 conv."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfp_flows._validation import check_positive_int
 from tfp_flows.nets.actnorm import ActNormParams
-from tfp_flows.nets.conv_resnet import append_context
+from tfp_flows.nets.conv_resnet import append_context, thin_output_conv
 
 __all__ = ["GlowConvNet"]
 
@@ -132,40 +131,7 @@ class GlowConvNet(keras.layers.Layer):
         inputs = append_context(inputs, context)
         hidden = self._hidden(self.input_conv, self.input_actnorm, inputs, training)
         hidden = self._hidden(self.hidden_conv, self.hidden_actnorm, hidden, training)
-        return self._output(hidden)
-
-    # The fewest pixels per image (14x14) at which `_output`'s two-stage form measured
-    # faster than one convolution on a 2-core CPU (Glow at 28x28: 7% of a training step);
-    # at 7x7 it was slower.
-    _TWO_STAGE_MIN_PIXELS = 196
-
-    def _output(self, hidden):
-        """The zero-initialised 3x3 output convolution, `[B, H, W, hidden]` -> `[B, H, W, out]`.
-
-        With few output channels (`9 * out < hidden`) on images of at least
-        `_TWO_STAGE_MIN_PIXELS` pixels it runs in two stages, which oneDNN runs faster than a
-        3x3 convolution with a thin output: a 1x1 convolution computes the contribution of
-        each of the 9 kernel taps (`[B, H, W, 9 * out]`, the same kernel's columns), then
-        a fixed 0/1 3x3 convolution sums each tap's contribution from the pixel it belongs
-        to. Same weights, same result up to float rounding.
-        """
-        conv = self.output_conv
-        in_channels, pixels = hidden.shape[-1], hidden.shape[1:3]
-        if (None in pixels or pixels[0] * pixels[1] < self._TWO_STAGE_MIN_PIXELS
-                or 9 * self.output_channels >= in_channels):
-            return conv(hidden)
-        out = self.output_channels
-        kernel = tf.cast(conv.kernel, hidden.dtype)  # [3, 3, in, out]
-        taps = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [1, 1, in_channels, 9 * out])
-        per_tap = tf.nn.conv2d(hidden, taps, strides=1, padding="SAME")
-        # Channel (3 * i + j) * out + o of `per_tap` goes to output channel o from the
-        # pixel at offset (i - 1, j - 1): the plain convolution's tap (i, j).
-        gather = np.zeros([3, 3, 9 * out, out], hidden.dtype.as_numpy_dtype)
-        for i in range(3):
-            for j in range(3):
-                gather[i, j, (3 * i + j) * out + np.arange(out), np.arange(out)] = 1
-        summed = tf.nn.conv2d(per_tap, tf.constant(gather), strides=1, padding="SAME")
-        return tf.nn.bias_add(summed, tf.cast(conv.bias, hidden.dtype))
+        return thin_output_conv(self.output_conv, hidden)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         # Keras names the shape arguments after `call`'s arguments (`inputs`, `context`).
