@@ -355,3 +355,21 @@ def test_fit_on_a_dataset_initialises_from_its_first_batch():
     flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     flow.fit(dataset, epochs=1, verbose=0)
     np.testing.assert_allclose(_numpy(flow.actnorm_params.bias), -first.mean(0), rtol=1e-5)
+
+
+def test_train_on_batch_initialises_fresh_weights_loaded_after_training():
+    # A step traced with the ActNorm initialised has no initialisation branch: loading a
+    # fresh flow's weights afterwards must not leave the next steps training it from the
+    # identity (and a later fit initialising it over what they learnt).
+    x = _data([64, 4], "float32", seed=1)
+    flow = ActNormFlow([4])
+    flow(x[:2])
+    fresh = flow.get_weights()
+    flow.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    flow.fit(x, batch_size=16, epochs=1, verbose=0)
+    flow.train_on_batch(x[:16])  # traced with the ActNorm initialised
+    flow.set_weights(fresh)
+    assert not flow.actnorm_params.initialized_now()
+    flow.train_on_batch(x[16:32])
+    assert flow.actnorm_params.initialized_now()
+    np.testing.assert_allclose(_numpy(flow.actnorm_params.bias), -x[16:32].mean(0), rtol=1e-5)

@@ -352,6 +352,24 @@ class Flow(ModuleVariables, keras.Model):
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
 
+    def _actnorms(self):
+        return [layer for layer in self._flatten_layers()
+                if isinstance(layer, nets.ActNormParams)]
+
+    def make_train_function(self, force=False):
+        """Keras' training step, traced anew when some ActNorm is not initialised but a step
+        exists already: that step may have been traced with every ActNorm initialised, so
+        without initialisation branches (a flow trained, then given a fresh flow's weights),
+        and `train_on_batch` would train them from the identity; a later `fit` would then
+        initialise them over what they learnt. The new step initialises them first, as a
+        fresh flow's first step does.
+        """
+        if (self.train_function is not None and not force
+                and any(layer.built and not layer.initialized_now()
+                        for layer in self._actnorms())):
+            force = True
+        return super().make_train_function(force)
+
     def _initialize_actnorms(self, data, fit_kwargs):
         """Runs the flow once in training mode on one training batch when it has ActNorm
         layers not initialised yet, so they initialise from it before `fit` traces its
@@ -361,8 +379,7 @@ class Flow(ModuleVariables, keras.Model):
         a dataset, its first element. Under a `tf.distribute` strategy the step
         initialises them itself.
         """
-        actnorms = [layer for layer in self._flatten_layers()
-                    if isinstance(layer, nets.ActNormParams)]
+        actnorms = self._actnorms()
         if (not actnorms or tf.distribute.has_strategy()
                 or self.distribute_strategy is not tf.distribute.get_strategy()
                 or all(layer.built and layer.initialized_now() for layer in actnorms)):
