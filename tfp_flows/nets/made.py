@@ -280,9 +280,11 @@ class MADE(keras.layers.Layer):
             # Output column `i * params_per_dim + p` holds parameter `p` of dimension `i`.
             blocks = self.output_layer(hidden, num_blocks=self.params_per_dim)
             if context is not None:
-                context_params = self.context_layers[1](context)
-                blocks = tuple(block + context_params[..., p::self.params_per_dim]
-                               for p, block in enumerate(blocks))
+                # The context's term from the same strided columns of its kernel.
+                kernel = keras.ops.cast(self.context_layers[1].kernel, context.dtype)
+                blocks = tuple(
+                    block + keras.ops.matmul(context, kernel[:, p::self.params_per_dim])
+                    for p, block in enumerate(blocks))
             return blocks
         params = self.output_layer(hidden)
         if context is not None:
