@@ -489,6 +489,28 @@ class _TensorOnlyConditioner(nets.SharedTrunkConditioner):
         return super().call(inputs)
 
 
+class _TensorOnlyProjection(nets.MaskedStepProjection):
+    """Overrides `call` without `param_blocks`: the conditioner splits its tensor instead."""
+
+    def call(self, inputs):
+        return super().call(inputs)
+
+
+def test_a_projection_without_parameter_blocks_is_split_by_the_conditioner():
+    trunk = nets.MADETrunk(4, [16])
+    projection = _TensorOnlyProjection(2, trunk.input_order, trunk.feature_degrees,
+                                       zero_init=False)
+    conditioner = nets.SharedTrunkConditioner(trunk, projection)
+    x = tf.constant(VECTOR)
+    params = conditioner(x)
+    for call in (conditioner, conditioner.precompute()):
+        blocks = call(x, param_blocks=True)
+        assert isinstance(blocks, tuple) and len(blocks) == 2
+        for p, block in enumerate(blocks):
+            np.testing.assert_allclose(block, params[..., p], rtol=1e-6, atol=1e-6)
+    assert np.abs(np.asarray(params)).max() > 0
+
+
 def test_affine_steps_read_parameter_blocks_and_subclasses_keep_the_tensor():
     kinds, order = ("concat", "bias", "gate"), [3, 1, 4, 2]
     flows = [bijectors.MaskedAutoregressiveFlow(
