@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import distributed_scenarios
 import numpy as np
@@ -48,11 +49,31 @@ def test_replica_helpers_outside_a_strategy_are_plain():
 # -- MirroredStrategy: every family, a bound flow and the Distiller ---------------------------
 
 
+def _run_mirrored(tmp_path_factory):
+    """The mirrored scenarios in a subprocess, repeated once if a signal killed it; returns
+    the finished process and its output directory (each attempt has its own).
+
+    The process has died with a segmentation fault (return code -11) between two cases,
+    rarely and only under load (about one run in eight with two runs sharing 2 cores).
+    Such a run is repeated once, with a warning that shows its last output (Python's
+    faulthandler adds the stack of the crash); a second crash, or any other failure, fails
+    the tests.
+    """
+    for attempt in (1, 2):
+        out = tmp_path_factory.mktemp("mirrored")
+        result = subprocess.run(
+            [sys.executable, "-X", "faulthandler", SCENARIOS, "mirrored", str(out)],
+            capture_output=True, text=True, timeout=900, env=ENV)
+        if result.returncode >= 0 or attempt == 2:
+            return result, out
+        warnings.warn(f"the mirrored scenarios were killed by signal {-result.returncode}; "
+                      f"running them again. Their last output:\n{result.stderr[-1500:]}",
+                      stacklevel=2)
+
+
 @pytest.fixture(scope="module")
 def mirrored_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mirrored")
-    result = subprocess.run([sys.executable, SCENARIOS, "mirrored", str(out)],
-                            capture_output=True, text=True, timeout=900, env=ENV)
+    result, out = _run_mirrored(tmp_path_factory)
     assert result.returncode == 0, result.stderr[-3000:]
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "out": out}
 

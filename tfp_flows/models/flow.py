@@ -356,15 +356,22 @@ class Flow(ModuleVariables, keras.Model):
         return [layer for layer in self._flatten_layers()
                 if isinstance(layer, nets.ActNormParams)]
 
+    def _distributed(self):
+        """Whether training runs under a `tf.distribute` strategy, where every step carries
+        the ActNorms' initialisation itself (`ActNormParams.maybe_initialize_from`)."""
+        return (tf.distribute.has_strategy()
+                or self.distribute_strategy is not tf.distribute.get_strategy())
+
     def make_train_function(self, force=False):
         """Keras' training step, traced anew when some ActNorm is not initialised but a step
         exists already: that step may have been traced with every ActNorm initialised, so
         without initialisation branches (a flow trained, then given a fresh flow's weights),
         and `train_on_batch` would train them from the identity; a later `fit` would then
         initialise them over what they learnt. The new step initialises them first, as a
-        fresh flow's first step does.
+        fresh flow's first step does. Under a `tf.distribute` strategy every step initialises
+        them anyway.
         """
-        if (self.train_function is not None and not force
+        if (self.train_function is not None and not force and not self._distributed()
                 and any(layer.built and not layer.initialized_now()
                         for layer in self._actnorms())):
             force = True
@@ -380,8 +387,7 @@ class Flow(ModuleVariables, keras.Model):
         initialises them itself.
         """
         actnorms = self._actnorms()
-        if (not actnorms or tf.distribute.has_strategy()
-                or self.distribute_strategy is not tf.distribute.get_strategy()
+        if (not actnorms or self._distributed()
                 or all(layer.built and layer.initialized_now() for layer in actnorms)):
             return
         if isinstance(data, tf.data.Dataset):
