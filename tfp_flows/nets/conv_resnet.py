@@ -1,7 +1,6 @@
 """A small convolutional ResNet conditioner for image couplings."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfp_flows._validation import check_positive_int
@@ -46,12 +45,12 @@ def thin_output_conv(conv, hidden):
     taps = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [1, 1, in_channels, 9 * out])
     per_tap = tf.nn.conv2d(hidden, taps, strides=1, padding="SAME")
     # Channel (3 * i + j) * out + o of `per_tap` goes to output channel o from the pixel at
-    # offset (i - 1, j - 1): the plain convolution's tap (i, j).
-    gather = np.zeros([3, 3, 9 * out, out], hidden.dtype.as_numpy_dtype)
-    for i in range(3):
-        for j in range(3):
-            gather[i, j, (3 * i + j) * out + np.arange(out), np.arange(out)] = 1
-    summed = tf.nn.conv2d(per_tap, tf.constant(gather), strides=1, padding="SAME")
+    # offset (i - 1, j - 1), the plain convolution's tap (i, j): `gather[i, j, c, o]` is 1
+    # exactly when c = (3 * i + j) * out + o, an identity regrouped by tap.
+    gather = tf.reshape(tf.transpose(tf.reshape(tf.eye(9 * out, dtype=hidden.dtype),
+                                                [9 * out, 9, out]), [1, 0, 2]),
+                        [3, 3, 9 * out, out])
+    summed = tf.nn.conv2d(per_tap, gather, strides=1, padding="SAME")
     return tf.nn.bias_add(summed, tf.cast(conv.bias, hidden.dtype))
 
 
